@@ -1,0 +1,5 @@
+import sys
+
+from annofree.cli import main
+
+sys.exit(main())

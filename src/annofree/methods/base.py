@@ -1,0 +1,91 @@
+"""The small interface between the training engine and a method (GroupViT, DenseSiam, ...).
+
+The engine owns the loop, distribution, precision, optimiser, checkpoints and logs; a method owns its
+modules, its data pipeline and the maths of one step. The engine wraps the whole method in DDP and
+calls ``forward`` so that gradient synchronisation covers every trainable module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class LoaderSpec:
+    """Where this rank's batches come from and where the stream starts (for exact resume)."""
+
+    data: str  # a shard pattern, a folder, ... (the method decides what it accepts)
+    batch_size: int  # per rank, per micro-batch
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    seed: int = 0
+    epoch: int = 0
+    skip_batches: int = 0  # micro-batches of this epoch already consumed by this rank
+
+
+class Method(nn.Module):
+    """A trainable method.
+
+    Subclasses set ``name``, build their modules in ``__init__(config)`` from the resolved config
+    (a plain nested dict) and implement the three methods below.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        self.config = config
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        """One micro-batch -> named scalars. Keys starting with ``loss`` are summed into the objective;
+        the others are metrics, logged as they are (detach them)."""
+        raise NotImplementedError
+
+    def train_batches(self, spec: LoaderSpec) -> Iterable[Any]:
+        """The batches of one epoch for one rank, deterministic given (seed, epoch, rank, world_size),
+        starting after ``spec.skip_batches`` micro-batches. Batches are CPU tensors (or dicts/lists of them);
+        the engine moves them to the device."""
+        raise NotImplementedError
+
+    def deployable(self) -> nn.Module:
+        """The model saved as weights and loaded by ``annofree.load`` (e.g. GroupViT without losses)."""
+        raise NotImplementedError
+
+    def model_config(self) -> dict[str, Any]:
+        """The config that rebuilds ``deployable()`` (stored in the weights file)."""
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names (as in ``named_parameters()``) to keep out of weight decay, beyond the engine's
+        rule (all 1-D parameters and biases)."""
+        return set()
+
+    def on_step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook
+        """Called before each optimiser step (schedules inside a method, e.g. a loss switched on late)."""
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    # Import lazily so that the registry fills with the built-in methods.
+    from annofree import methods  # noqa: F401
+
+    if name not in _REGISTRY:
+        from annofree.errors import UserError
+
+        raise UserError(f"unknown method {name!r} (known: {', '.join(sorted(_REGISTRY)) or 'none'})")
+    return _REGISTRY[name]

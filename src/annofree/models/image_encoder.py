@@ -1,0 +1,122 @@
+"""GroupViT image encoder: patch tokens grouped into segment tokens stage by stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annofree.models.config import ImageEncoderConfig
+from annofree.models.grouping import GroupingBlock, group_projector
+from annofree.models.layers import Block, init_vit_weights
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x)
+        grid = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), grid
+
+
+class GroupingStage(nn.Module):
+    """Transformer blocks over [image tokens, group tokens], then a grouping block (if any)."""
+
+    def __init__(self, cfg: ImageEncoderConfig, index: int, drop_path: list[float]):
+        super().__init__()
+        dim, eps = cfg.embed_dim, cfg.layer_norm_eps
+        n_group = cfg.num_group_tokens[index]
+        self.num_group_tokens = n_group
+        prev = cfg.num_group_tokens[index - 1] if index > 0 else 0
+        self.group_projector = group_projector(prev, n_group, dim, eps) if prev and n_group else None
+        self.group_token = nn.Parameter(torch.zeros(1, n_group, dim)) if n_group else None
+        if self.group_token is not None and self.group_projector is None:
+            nn.init.trunc_normal_(self.group_token, std=0.02)
+        self.blocks = nn.ModuleList(
+            Block(dim, cfg.num_heads[index], cfg.mlp_ratio, cfg.qkv_bias, p, cfg.attn_drop_rate, eps) for p in drop_path
+        )
+        self.downsample = None
+        if index < len(cfg.depths) - 1:
+            self.downsample = GroupingBlock(
+                dim,
+                cfg.num_heads[index],
+                n_group,
+                cfg.num_output_groups[index],
+                mlp_ratio=cfg.assign_mlp_ratio,
+                hard=cfg.hard_assignment,
+                gumbel=cfg.hard_assignment,
+                tau=cfg.gumbel_tau,
+                assign_eps=cfg.assign_eps,
+                eps=eps,
+            )
+
+    def forward(self, x: torch.Tensor, prev_groups: torch.Tensor | None):
+        n = x.shape[1]
+        groups = None
+        if self.group_token is not None:
+            groups = self.group_token.expand(x.shape[0], -1, -1)
+            if self.group_projector is not None:
+                groups = groups + self.group_projector(prev_groups)
+            x = torch.cat([x, groups], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        groups = x[:, n:] if self.group_token is not None else None
+        x = x[:, :n]
+        soft = None
+        if self.downsample is not None:
+            x, soft = self.downsample(x, groups)
+        return x, groups, soft
+
+
+@dataclass
+class ImageEncoderOutput:
+    tokens: torch.Tensor  # [B, S_last, C] final segment tokens after the last LayerNorm
+    soft_assignments: list[torch.Tensor]  # per grouping stage, [B, S_i, N_i]
+    grid: tuple[int, int]  # patch grid of the input (h, w)
+
+
+class GroupViTImageEncoder(nn.Module):
+    def __init__(self, cfg: ImageEncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        eps = cfg.layer_norm_eps
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim, eps)
+        side = cfg.img_size // cfg.patch_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, side * side, cfg.embed_dim))
+        rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
+        self.layers = nn.ModuleList(
+            GroupingStage(cfg, i, rates[s : s + d]) for i, (s, d) in enumerate(zip(starts, cfg.depths))
+        )
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=eps)
+        self.apply(init_vit_weights)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    @property
+    def width(self) -> int:
+        return self.cfg.embed_dim
+
+    def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        """The learned position embedding, bicubically resized when the patch grid differs."""
+        side = self.cfg.img_size // self.cfg.patch_size
+        if grid == (side, side):
+            return self.pos_embed
+        pos = self.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        pos = F.interpolate(pos, size=grid, mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
+
+    def forward(self, pixels: torch.Tensor) -> ImageEncoderOutput:
+        x, grid = self.patch_embed(pixels)
+        x = x + self.position_embedding(grid)
+        groups, soft_maps = None, []
+        for layer in self.layers:
+            x, groups, soft = layer(x, groups)
+            if soft is not None:
+                soft_maps.append(soft)
+        return ImageEncoderOutput(self.norm(x), soft_maps, grid)

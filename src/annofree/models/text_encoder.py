@@ -1,0 +1,104 @@
+"""CLIP-style causal text transformer (parameter names as in the official GroupViT/CLIP code)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annofree.models.config import TextEncoderConfig
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class CausalSelfAttention(nn.Module):
+    """Fused-projection causal attention (names as ``nn.MultiheadAttention``: in_proj_*, out_proj)."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = qkv.view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True)
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_ratio: float, eps: float):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
+        self.attn = CausalSelfAttention(width, heads)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("c_fc", nn.Linear(width, hidden))
+        self.mlp.add_module("gelu", QuickGELU())
+        self.mlp.add_module("c_proj", nn.Linear(hidden, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.resblocks = nn.ModuleList(
+            ResidualBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.layer_norm_eps) for _ in range(cfg.layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.resblocks:
+            x = block(x)
+        return x
+
+
+class TextEncoder(nn.Module):
+    """Token ids ``[B, L]`` (L <= context_length) -> features ``[B, width]`` at the end-of-text token.
+
+    The end-of-text id is the largest in CLIP's vocabulary, so ``argmax`` over the ids finds it whatever
+    the padding id; with causal attention the pooled feature does not depend on the padding.
+    """
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
+        self.transformer = Transformer(cfg)
+        self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.layer_norm_eps)
+        self.reset_parameters()
+
+    @property
+    def width(self) -> int:
+        return self.cfg.width
+
+    def reset_parameters(self) -> None:
+        width, layers = self.cfg.width, self.cfg.layers
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std = width**-0.5 * (2 * layers) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=width**-0.5)
+            nn.init.zeros_(block.attn.in_proj_bias)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.zeros_(block.attn.out_proj.bias)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        length = token_ids.shape[-1]
+        if length > self.cfg.context_length:
+            raise ValueError(f"token ids have length {length}, above the context length {self.cfg.context_length}")
+        x = self.token_embedding(token_ids) + self.positional_embedding[:length]
+        x = self.ln_final(self.transformer(x))
+        return x[torch.arange(x.shape[0], device=x.device), token_ids.argmax(dim=-1)]

@@ -1,3 +1,22 @@
 """annofree: semantic segmentation without pixel labels (GroupViT and DenseSiam)."""
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+
+def load(path, device="cpu"):
+    """Load a model from a run directory or ``.safetensors`` weights file (see ``annofree.weights``)."""
+    from annofree.weights import load as _load
+
+    return _load(path, device=device)
+
+
+def tokenize(texts, context_length: int = 77):
+    """CLIP BPE token ids: ``list[str] -> LongTensor[B, context_length]`` (see ``annofree.data.tokenizer``)."""
+    from annofree.data.tokenizer import tokenize as _tokenize
+
+    return _tokenize(texts, context_length=context_length)
+
+
+__all__ = ["__version__", "load", "tokenize"]

@@ -52,19 +52,36 @@ _RENAMES = [
     (r"^vision_model\.embeddings\.patch_embeddings\.projection\.", "img_encoder.patch_embed.proj."),
     (r"^vision_model\.embeddings\.layernorm\.", "img_encoder.patch_embed.norm."),
     (r"^vision_model\.embeddings\.position_embeddings$", "img_encoder.pos_embed"),
-    (r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer_norm(\d)\.", r"img_encoder.layers.\1.blocks.\2.norm\3."),
-    (r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.self_attn\.out_proj\.", r"img_encoder.layers.\1.blocks.\2.attn.proj."),
+    (
+        r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer_norm(\d)\.",
+        r"img_encoder.layers.\1.blocks.\2.norm\3.",
+    ),
+    (
+        r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.self_attn\.out_proj\.",
+        r"img_encoder.layers.\1.blocks.\2.attn.proj.",
+    ),
     (r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.mlp\.", r"img_encoder.layers.\1.blocks.\2.mlp."),
-    (r"^vision_model\.encoder\.stages\.(\d+)\.downsample\.pre_assign_attn\.attn\.out_proj\.",
-     r"img_encoder.layers.\1.downsample.pre_assign_attn.attn.proj."),
+    (
+        r"^vision_model\.encoder\.stages\.(\d+)\.downsample\.pre_assign_attn\.attn\.out_proj\.",
+        r"img_encoder.layers.\1.downsample.pre_assign_attn.attn.proj.",
+    ),
     (r"^vision_model\.encoder\.stages\.(\d+)\.", r"img_encoder.layers.\1."),
     (r"^vision_model\.layernorm\.", "img_encoder.norm."),
     (r"^text_model\.embeddings\.token_embedding\.", "text_encoder.token_embedding."),
     (r"^text_model\.embeddings\.position_embedding\.weight$", "text_encoder.positional_embedding"),
-    (r"^text_model\.encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"text_encoder.transformer.resblocks.\1.ln_\2."),
-    (r"^text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"text_encoder.transformer.resblocks.\1.attn.out_proj."),
+    (
+        r"^text_model\.encoder\.layers\.(\d+)\.layer_norm(\d)\.",
+        r"text_encoder.transformer.resblocks.\1.ln_\2.",
+    ),
+    (
+        r"^text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.",
+        r"text_encoder.transformer.resblocks.\1.attn.out_proj.",
+    ),
     (r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"text_encoder.transformer.resblocks.\1.mlp.c_fc."),
-    (r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"text_encoder.transformer.resblocks.\1.mlp.c_proj."),
+    (
+        r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.",
+        r"text_encoder.transformer.resblocks.\1.mlp.c_proj.",
+    ),
     (r"^text_model\.final_layer_norm\.", "text_encoder.ln_final."),
     (r"^visual_projection\.([01])\.", r"img_projector.linear_hidden.\1."),
     (r"^visual_projection\.3\.", "img_projector.linear_out."),
@@ -72,7 +89,9 @@ _RENAMES = [
     (r"^text_projection\.3\.", "text_projector.linear_out."),
     (r"^logit_scale$", "logit_scale"),
 ]
-_QKV = re.compile(r"^(vision_model\.encoder\.stages\.\d+\.layers\.\d+|text_model\.encoder\.layers\.\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$")
+_QKV = re.compile(
+    r"^(vision_model\.encoder\.stages\.\d+\.layers\.\d+|text_model\.encoder\.layers\.\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$"
+)
 
 
 def _rename(name: str) -> str:

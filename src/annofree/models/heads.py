@@ -15,7 +15,9 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
         super().__init__()
-        self.linear_hidden = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True))
+        self.linear_hidden = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)
+        )
         self.linear_out = nn.Linear(hidden_dim, out_dim)
         for linear in (self.linear_hidden[0], self.linear_out):
             nn.init.trunc_normal_(linear.weight, std=0.02)

@@ -39,7 +39,8 @@ class GroupingStage(nn.Module):
         if self.group_token is not None and self.group_projector is None:
             nn.init.trunc_normal_(self.group_token, std=0.02)
         self.blocks = nn.ModuleList(
-            Block(dim, cfg.num_heads[index], cfg.mlp_ratio, cfg.qkv_bias, p, cfg.attn_drop_rate, eps) for p in drop_path
+            Block(dim, cfg.num_heads[index], cfg.mlp_ratio, cfg.qkv_bias, p, cfg.attn_drop_rate, eps)
+            for p in drop_path
         )
         self.downsample = None
         if index < len(cfg.depths) - 1:

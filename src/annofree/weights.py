@@ -1,0 +1,115 @@
+"""The weights format: one safetensors file holding a deployable model and the config that rebuilds it.
+
+``model.safetensors`` carries, in its metadata, the method name (``annofree.method``) and the model
+config as JSON (``annofree.config``), so a single file is enough to rebuild the model. Files are written
+atomically (temporary file, fsync, rename): a crash never leaves a half-written file in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from annofree.errors import UserError
+
+WEIGHTS_NAME = "model.safetensors"
+_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
+
+
+def register_model(method: str, builder: Callable[[dict[str, Any]], nn.Module]) -> None:
+    """Tell ``load`` how to rebuild the deployable model of ``method`` from its config dict."""
+    _BUILDERS[method] = builder
+
+
+def _build_groupvit(config: dict[str, Any]) -> nn.Module:
+    from annofree.models import GroupViT, GroupViTConfig
+
+    return GroupViT(GroupViTConfig.from_dict(config))
+
+
+register_model("groupvit", _build_groupvit)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_weights(
+    path: str | Path,
+    model: nn.Module,
+    method: str,
+    config: dict[str, Any],
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write ``model``'s state dict with the method name and model config in the metadata."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / WEIGHTS_NAME
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"annofree.method": method, "annofree.config": json.dumps(config), **(extra or {})}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    return path
+
+
+def resolve_weights_path(path: str | Path) -> Path:
+    """A run directory or a ``.safetensors`` file -> the weights file; a clear error otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise UserError(f"{path}: no weights file (give a run directory or a .safetensors file)")
+    return path
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
+    """-> (state dict, method name, model config). Never unpickles anything."""
+    path = resolve_weights_path(path)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a readable safetensors weights file ({exc})") from None
+    method = metadata.get("annofree.method")
+    if method is None or "annofree.config" not in metadata:
+        raise UserError(
+            f"{path}: safetensors file without annofree metadata (convert it with `annofree convert`)"
+        )
+    return state, method, json.loads(metadata["annofree.config"])
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a deployable model (e.g. GroupViT) from a run directory or weights file, in eval mode."""
+    state, method, config = read_weights(path)
+    if method not in _BUILDERS:
+        raise UserError(f"{path}: weights of unknown method {method!r}")
+    model = _BUILDERS[method](config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{path}: weights do not match the stored {method} config ({first})") from None
+    return model.to(device).eval()

@@ -95,9 +95,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[s
         raise UserError(f"{path}: not a readable safetensors weights file ({exc})") from None
     method = metadata.get("annofree.method")
     if method is None or "annofree.config" not in metadata:
-        raise UserError(
-            f"{path}: safetensors file without annofree metadata (convert it with `annofree convert`)"
-        )
+        raise UserError(f"{path}: safetensors file without annofree metadata (convert it with `annofree convert`)")
     return state, method, json.loads(metadata["annofree.config"])
 
 

@@ -13,9 +13,7 @@ COMMANDS = ["synth", "train", "segment", "evaluate", "convert", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="annofree", description="Semantic segmentation without pixel labels."
-    )
+    parser = argparse.ArgumentParser(prog="annofree", description="Semantic segmentation without pixel labels.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"annofree.cli.{name}")

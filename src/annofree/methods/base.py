@@ -66,7 +66,7 @@ class Method(nn.Module):
         rule (all 1-D parameters and biases)."""
         return set()
 
-    def on_step(self, step: int, total_steps: int) -> None:  # noqa: B027 - optional hook
+    def on_step(self, step: int, total_steps: int) -> None:
         """Called before each optimiser step (schedules inside a method, e.g. a loss switched on late)."""
 
 

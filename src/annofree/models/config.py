@@ -90,9 +90,7 @@ def _from_dict(cls, d: dict[str, Any]):
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(
-            f"unknown {cls.__name__} keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
-        )
+        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     return cls(**d)
 
 

@@ -39,9 +39,7 @@ class GroupViT(nn.Module):
         self.img_encoder = GroupViTImageEncoder(config.image)
         self.text_encoder = TextEncoder(config.text)
         self.img_projector = ProjectionHead(self.img_encoder.width, config.proj_hidden_dim, config.embed_dim)
-        self.text_projector = ProjectionHead(
-            self.text_encoder.width, config.proj_hidden_dim, config.embed_dim
-        )
+        self.text_projector = ProjectionHead(self.text_encoder.width, config.proj_hidden_dim, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init))
         self.multi_label_logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init))
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)

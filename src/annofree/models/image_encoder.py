@@ -39,8 +39,7 @@ class GroupingStage(nn.Module):
         if self.group_token is not None and self.group_projector is None:
             nn.init.trunc_normal_(self.group_token, std=0.02)
         self.blocks = nn.ModuleList(
-            Block(dim, cfg.num_heads[index], cfg.mlp_ratio, cfg.qkv_bias, p, cfg.attn_drop_rate, eps)
-            for p in drop_path
+            Block(dim, cfg.num_heads[index], cfg.mlp_ratio, cfg.qkv_bias, p, cfg.attn_drop_rate, eps) for p in drop_path
         )
         self.downsample = None
         if index < len(cfg.depths) - 1:
@@ -93,7 +92,7 @@ class GroupViTImageEncoder(nn.Module):
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
         starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
         self.layers = nn.ModuleList(
-            GroupingStage(cfg, i, rates[s : s + d]) for i, (s, d) in enumerate(zip(starts, cfg.depths))
+            GroupingStage(cfg, i, rates[s : s + d]) for i, (s, d) in enumerate(zip(starts, cfg.depths, strict=True))
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=eps)
         self.apply(init_vit_weights)

@@ -14,9 +14,7 @@ from torch import nn
 class Mlp(nn.Module):
     """Two linear layers with an activation between them."""
 
-    def __init__(
-        self, in_dim: int, hidden_dim: int, out_dim: int | None = None, act: type[nn.Module] = nn.GELU
-    ):
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int | None = None, act: type[nn.Module] = nn.GELU):
         super().__init__()
         self.fc1 = nn.Linear(in_dim, hidden_dim)
         self.act = act()

@@ -98,9 +98,7 @@ class TextEncoder(nn.Module):
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         length = token_ids.shape[-1]
         if length > self.cfg.context_length:
-            raise ValueError(
-                f"token ids have length {length}, above the context length {self.cfg.context_length}"
-            )
+            raise ValueError(f"token ids have length {length}, above the context length {self.cfg.context_length}")
         x = self.token_embedding(token_ids) + self.positional_embedding[:length]
         x = self.ln_final(self.transformer(x))
         return x[torch.arange(x.shape[0], device=x.device), token_ids.argmax(dim=-1)]

@@ -1,33 +1,141 @@
-"""Conversion from Hugging Face transformers' ``GroupViTModel`` into annofree's GroupViT."""
+"""Conversion from Hugging Face transformers' ``GroupViTModel`` into annofree's GroupViT.
+
+transformers is not imported here: the functions take its objects (config, model, state dict) as
+arguments, so this module loads without it. ``load_hf_checkpoint`` imports it on demand.
+
+Differences between the two implementations that the conversion has to bridge:
+
+- transformers keeps separate q/k/v projections in every self-attention layer; annofree fuses them
+  (``attn.qkv`` in the image encoder, ``attn.in_proj_*`` in the text encoder), as the official code does.
+- transformers' vision config carries ``num_output_groups`` with one extra, unused entry for the last
+  stage; annofree's config drops it.
+- transformers builds stage ``i``'s group projector with ``num_output_groups[i-1]`` inputs, the official
+  code (and annofree) with ``num_group_tokens[i-1]``: the projector mixes the previous stage's group
+  tokens, of which there are ``num_group_tokens[i-1]``. Where the two numbers differ transformers'
+  model cannot run a forward pass (shape error), so such configs are refused. In every released
+  config they agree.
+- transformers pools the text at the first end-of-text id, annofree at the largest id (CLIP's way).
+  They agree when the end-of-text id is the vocabulary's last id (CLIP's 49407), or when the config
+  has the legacy ``eos_token_id == 2``, for which transformers also takes the largest id.
+- transformers sizes the MLP of the pre-assign cross-attention block by ``intermediate_size``; the
+  official code fixes it at 4x the width (annofree follows). Configs with another ``intermediate_size``
+  are refused; the released ones use 4x.
+- transformers has no drop path and no multi-label temperature: the converted model gets
+  ``drop_path_rate = 0`` and ``multi_label_logit_scale`` at its initial value.
+- Pixel normalisation is not part of transformers' model (its processor uses CLIP statistics); the
+  converted config keeps annofree's ImageNet statistics, the ones GroupViT was trained with.
+"""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from annofree.errors import UserError
 from annofree.models.config import GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+
+# Legacy CLIP configs set eos_token_id = 2; transformers then pools at the largest token id.
+_LEGACY_EOS_ID = 2
+# The official GroupingBlock builds its pre-assign cross-attention block with mlp_ratio=4 whatever the config.
+_PRE_ASSIGN_MLP_RATIO = 4
+
+
+def _square(value: Any, what: str) -> int:
+    """transformers allows ``int`` or ``(h, w)`` sizes; annofree's encoder takes square ones."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f"{what} {tuple(value)} is not square; annofree takes square sizes")
+        value = value[0]
+    return int(value)
+
+
+def _mlp_ratio(hidden: int, intermediate: int, what: str) -> float:
+    """The ratio annofree stores, checked to give back exactly ``intermediate`` as ``int(hidden * ratio)``."""
+    ratio = intermediate / hidden
+    if int(hidden * ratio) != intermediate:
+        raise ValueError(f"{what} intermediate size {intermediate} is not representable as int({hidden} * ratio)")
+    return ratio
+
+
+def _check_activation(config: Any, expected: str, what: str) -> None:
+    act = getattr(config, "hidden_act", expected)
+    if act != expected:
+        raise ValueError(f"{what} hidden_act is {act!r}; annofree's GroupViT uses {expected!r}")
+
+
+def _check_group_counts(num_group_tokens: tuple[int, ...], num_output_groups: tuple[int, ...]) -> None:
+    """Stages with group tokens, then one without; projector sizes that transformers can run."""
+    stages = len(num_group_tokens)
+    if stages < 2 or num_group_tokens[-1] != 0 or any(n <= 0 for n in num_group_tokens[:-1]):
+        raise ValueError(
+            f"num_group_tokens {num_group_tokens}: annofree needs group tokens in every stage but the last, "
+            "and none in the last"
+        )
+    if len(num_output_groups) < stages - 1:
+        raise ValueError(
+            f"num_output_groups {num_output_groups} needs an entry for each of {stages - 1} grouping stages"
+        )
+    for i in range(1, stages - 1):
+        if num_output_groups[i - 1] != num_group_tokens[i - 1]:
+            raise ValueError(
+                f"stage {i}: transformers' group projector takes num_output_groups[{i - 1}] = "
+                f"{num_output_groups[i - 1]} tokens but receives num_group_tokens[{i - 1}] = "
+                f"{num_group_tokens[i - 1]} (the official GroupViT uses the latter); transformers cannot run this "
+                "config, so it is not converted"
+            )
+
+
+def _check_pre_assign_mlp(vision_config: Any) -> None:
+    hidden, intermediate = vision_config.hidden_size, vision_config.intermediate_size
+    if intermediate != _PRE_ASSIGN_MLP_RATIO * hidden:
+        raise ValueError(
+            f"vision intermediate_size {intermediate} is not {_PRE_ASSIGN_MLP_RATIO} x hidden_size {hidden}: "
+            "transformers also uses it for the pre-assign MLP, which the official GroupViT (and annofree) fixes "
+            f"at {_PRE_ASSIGN_MLP_RATIO} x width"
+        )
+
+
+def _check_eos(text_config: Any) -> None:
+    eos = getattr(text_config, "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        raise ValueError(f"text eos_token_id {eos}: annofree pools at one end-of-text id")
+    if eos is not None and eos not in (_LEGACY_EOS_ID, text_config.vocab_size - 1):
+        raise ValueError(
+            f"text eos_token_id {eos} is not the last id of the vocabulary ({text_config.vocab_size - 1}); "
+            "annofree pools at the largest token id, as CLIP"
+        )
 
 
 def config_from_hf(hf_config: Any) -> GroupViTConfig:
-    """Translate a ``transformers.GroupViTConfig`` into ours."""
+    """Translate a ``transformers.GroupViTConfig`` into ours; ``ValueError`` for what annofree cannot express."""
+    if not (hasattr(hf_config, "vision_config") and hasattr(hf_config, "text_config")):
+        raise ValueError(f"not a GroupViT config (type {type(hf_config).__name__})")
     v, t = hf_config.vision_config, hf_config.text_config
-    heads = v.num_attention_heads
+    _check_activation(v, "gelu", "vision")
+    _check_activation(t, "quick_gelu", "text")
+    num_group_tokens, num_output_groups = tuple(v.num_group_tokens), tuple(v.num_output_groups)
+    _check_group_counts(num_group_tokens, num_output_groups)
+    _check_pre_assign_mlp(v)
+    _check_eos(t)
+    ratio = v.assign_mlp_ratio
+    assign_mlp_ratio = tuple(ratio) if isinstance(ratio, (list, tuple)) else (ratio, ratio)
     image = ImageEncoderConfig(
-        img_size=v.image_size,
-        patch_size=v.patch_size,
+        img_size=_square(v.image_size, "image_size"),
+        patch_size=_square(v.patch_size, "patch_size"),
         in_chans=v.num_channels,
         embed_dim=v.hidden_size,
         depths=tuple(v.depths),
-        num_heads=(heads,) * len(v.depths),
-        num_group_tokens=tuple(v.num_group_tokens),
-        num_output_groups=tuple(v.num_output_groups),
-        mlp_ratio=v.intermediate_size / v.hidden_size,
-        assign_mlp_ratio=tuple(v.assign_mlp_ratio),
+        num_heads=(v.num_attention_heads,) * len(v.depths),
+        num_group_tokens=num_group_tokens,
+        num_output_groups=num_output_groups,
+        mlp_ratio=_mlp_ratio(v.hidden_size, v.intermediate_size, "vision"),
+        assign_mlp_ratio=assign_mlp_ratio,
         assign_eps=v.assign_eps,
         layer_norm_eps=v.layer_norm_eps,
-        drop_path_rate=0.0,
+        drop_path_rate=0.0,  # transformers has no stochastic depth
     )
     text = TextEncoderConfig(
         context_length=t.max_position_embeddings,
@@ -35,7 +143,7 @@ def config_from_hf(hf_config: Any) -> GroupViTConfig:
         width=t.hidden_size,
         layers=t.num_hidden_layers,
         heads=t.num_attention_heads,
-        mlp_ratio=t.intermediate_size / t.hidden_size,
+        mlp_ratio=_mlp_ratio(t.hidden_size, t.intermediate_size, "text"),
         layer_norm_eps=t.layer_norm_eps,
     )
     return GroupViTConfig(
@@ -48,40 +156,28 @@ def config_from_hf(hf_config: Any) -> GroupViTConfig:
 
 
 # (pattern on transformers' names, replacement in annofree's names); applied in order, first match wins.
+_STAGE_LAYER = r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\."
+_TEXT_LAYER = r"^text_model\.encoder\.layers\.(\d+)\."
 _RENAMES = [
     (r"^vision_model\.embeddings\.patch_embeddings\.projection\.", "img_encoder.patch_embed.proj."),
     (r"^vision_model\.embeddings\.layernorm\.", "img_encoder.patch_embed.norm."),
     (r"^vision_model\.embeddings\.position_embeddings$", "img_encoder.pos_embed"),
-    (
-        r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer_norm(\d)\.",
-        r"img_encoder.layers.\1.blocks.\2.norm\3.",
-    ),
-    (
-        r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.self_attn\.out_proj\.",
-        r"img_encoder.layers.\1.blocks.\2.attn.proj.",
-    ),
-    (r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.mlp\.", r"img_encoder.layers.\1.blocks.\2.mlp."),
+    (_STAGE_LAYER + r"layer_norm(\d)\.", r"img_encoder.layers.\1.blocks.\2.norm\3."),
+    (_STAGE_LAYER + r"self_attn\.out_proj\.", r"img_encoder.layers.\1.blocks.\2.attn.proj."),
+    (_STAGE_LAYER + r"mlp\.", r"img_encoder.layers.\1.blocks.\2.mlp."),
     (
         r"^vision_model\.encoder\.stages\.(\d+)\.downsample\.pre_assign_attn\.attn\.out_proj\.",
         r"img_encoder.layers.\1.downsample.pre_assign_attn.attn.proj.",
     ),
+    # group_token, group_projector.{0,1} and the rest of downsample.* keep their names.
     (r"^vision_model\.encoder\.stages\.(\d+)\.", r"img_encoder.layers.\1."),
     (r"^vision_model\.layernorm\.", "img_encoder.norm."),
     (r"^text_model\.embeddings\.token_embedding\.", "text_encoder.token_embedding."),
     (r"^text_model\.embeddings\.position_embedding\.weight$", "text_encoder.positional_embedding"),
-    (
-        r"^text_model\.encoder\.layers\.(\d+)\.layer_norm(\d)\.",
-        r"text_encoder.transformer.resblocks.\1.ln_\2.",
-    ),
-    (
-        r"^text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.",
-        r"text_encoder.transformer.resblocks.\1.attn.out_proj.",
-    ),
-    (r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"text_encoder.transformer.resblocks.\1.mlp.c_fc."),
-    (
-        r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.",
-        r"text_encoder.transformer.resblocks.\1.mlp.c_proj.",
-    ),
+    (_TEXT_LAYER + r"layer_norm(\d)\.", r"text_encoder.transformer.resblocks.\1.ln_\2."),
+    (_TEXT_LAYER + r"self_attn\.out_proj\.", r"text_encoder.transformer.resblocks.\1.attn.out_proj."),
+    (_TEXT_LAYER + r"mlp\.fc1\.", r"text_encoder.transformer.resblocks.\1.mlp.c_fc."),
+    (_TEXT_LAYER + r"mlp\.fc2\.", r"text_encoder.transformer.resblocks.\1.mlp.c_proj."),
     (r"^text_model\.final_layer_norm\.", "text_encoder.ln_final."),
     (r"^visual_projection\.([01])\.", r"img_projector.linear_hidden.\1."),
     (r"^visual_projection\.3\.", "img_projector.linear_out."),
@@ -90,8 +186,11 @@ _RENAMES = [
     (r"^logit_scale$", "logit_scale"),
 ]
 _QKV = re.compile(
-    r"^(vision_model\.encoder\.stages\.\d+\.layers\.\d+|text_model\.encoder\.layers\.\d+)\.self_attn\.([qkv])_proj\.(weight|bias)$"
+    r"^(vision_model\.encoder\.stages\.\d+\.layers\.\d+|text_model\.encoder\.layers\.\d+)"
+    r"\.self_attn\.([qkv])_proj\.(weight|bias)$"
 )
+# In annofree but not in transformers: kept at its initial value by from_hf_model.
+_ANNOFREE_ONLY = {"multi_label_logit_scale"}
 
 
 def _rename(name: str) -> str:
@@ -111,11 +210,11 @@ def _fused_qkv_name(prefix: str, kind: str) -> str:
 
 
 def state_dict_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename transformers' parameters to annofree's, fusing the separate q/k/v projections."""
+    """Rename transformers' parameters to annofree's, fusing the separate q/k/v projections (q, k, v order)."""
     out: dict[str, torch.Tensor] = {}
     pending: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for name, tensor in hf_state.items():
-        if name.endswith("position_ids"):
+        if name.endswith("position_ids"):  # a buffer of arange(), persistent in older transformers
             continue
         match = _QKV.match(name)
         if match:
@@ -124,18 +223,68 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             continue
         out[_rename(name)] = tensor
     for (prefix, kind), parts in pending.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise KeyError(f"{prefix}.self_attn has only {sorted(parts)} {kind} projections")
         out[_fused_qkv_name(prefix, kind)] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
 
 
 def from_hf_model(hf_model: Any):
-    """A ``transformers.GroupViTModel`` -> an annofree ``GroupViT`` with the same weights."""
+    """A ``transformers.GroupViTModel`` -> an annofree ``GroupViT`` with the same weights, in eval mode, fp32.
+
+    Raises ``ValueError`` for configs annofree cannot express (see the module docstring).
+    """
     from annofree.models import GroupViT
 
     model = GroupViT(config_from_hf(hf_model.config))
     state = state_dict_from_hf(hf_model.state_dict())
-    # transformers has no multi-label temperature: keep ours at its initial value.
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or set(missing) - {"multi_label_logit_scale"}:
-        raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
-    return model
+    if unexpected or set(missing) - _ANNOFREE_ONLY:
+        raise ValueError(f"conversion mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    return model.eval()
+
+
+def load_hf_checkpoint(directory: str | Path):
+    """Read a transformers GroupViT checkpoint directory (``config.json`` + weights) and convert it.
+
+    Nothing is downloaded: ``directory`` must exist locally. Every failure is a ``UserError`` naming it.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: not a directory (give a transformers checkpoint directory)")
+    try:
+        import transformers
+    except ImportError:
+        raise UserError(
+            "reading transformers checkpoints needs the optional package transformers (pip install transformers)"
+        ) from None
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{directory}: no readable transformers config.json ({_first_line(exc)})") from None
+    if getattr(hf_config, "model_type", None) != "groupvit":
+        raise UserError(
+            f"{directory}: not a GroupViT checkpoint (model_type {getattr(hf_config, 'model_type', None)!r}, "
+            "expected 'groupvit')"
+        )
+    try:
+        hf_model, info = transformers.GroupViTModel.from_pretrained(
+            directory, config=hf_config, local_files_only=True, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{directory}: cannot load the GroupViT weights ({_first_line(exc)})") from None
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        raise UserError(f"{directory}: checkpoint lacks {len(missing)} GroupViT weights (first: {sorted(missing)[0]})")
+    try:
+        return from_hf_model(hf_model)
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"{directory}: cannot convert this GroupViT ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().strip("'\"")
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+__all__ = ["config_from_hf", "from_hf_model", "load_hf_checkpoint", "state_dict_from_hf"]

@@ -1,0 +1,235 @@
+"""``annofree segment``: zero-shot segmentation of image files into the classes named on the command line.
+
+For each image NAME it writes NAME.png (uint8 class ids: 0 = background, i = i-th class given),
+NAME_overlay.png (the image with coloured classes and a legend) and NAME.json (classes, pixel fractions,
+size). A file that cannot be read is reported on one line and the others are still processed; the exit
+code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from annofree.errors import UserError
+from annofree.inference.zero_shot import BACKGROUND, SegmentationResult, ZeroShotSegmenter, check_class_names
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+# ----------------------------------------------------------------------------- shared with `annofree evaluate`
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the zero-shot segmenter (also used by ``annofree evaluate``)."""
+    parser.add_argument("--weights", required=True, help="GroupViT weights: a run directory or a .safetensors file")
+    parser.add_argument(
+        "--bg-thresh",
+        type=float,
+        default=0.95,
+        help="pixels whose best class score is below this (or below the best group score) are background "
+        "(reference: VOC 0.95, Context 0.35; default %(default)s)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=["whole", "slide"],
+        default="whole",
+        help="one pass over the whole image, or sliding windows (the paper's protocol; default %(default)s)",
+    )
+    parser.add_argument("--window", type=int, default=448, help="sliding window size in pixels (default %(default)s)")
+    parser.add_argument("--stride", type=int, default=224, help="sliding window stride in pixels (default %(default)s)")
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=448,
+        metavar="N",
+        help="resize the shorter image side to N before inference, 0 to keep the size (default %(default)s); "
+        "results are always at the input's size",
+    )
+    parser.add_argument("--topk", type=int, default=5, help="classes kept by the image-level filter (default 5)")
+    parser.add_argument(
+        "--prompts",
+        choices=["single", "ensemble"],
+        default="single",
+        help="'a photo of a {}.' or the average over 80 ImageNet prompt templates (default %(default)s)",
+    )
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"--device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+def load_groupvit(weights: str | Path, device: torch.device):
+    """Load GroupViT weights for inference; a one-line error for anything else."""
+    from annofree.models import GroupViT
+    from annofree.weights import load
+
+    model = load(weights, device=device)
+    if not isinstance(model, GroupViT):
+        raise UserError(f"{weights}: zero-shot segmentation needs GroupViT weights, not {type(model).__name__}")
+    return model
+
+
+def segmenter_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of ``ZeroShotSegmenter`` from the parsed options."""
+    from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE
+
+    if args.short_side < 0:
+        raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
+    if args.mode == "slide" and (args.window < 1 or args.stride < 1):
+        raise UserError(f"--window and --stride must be positive, got {args.window} and {args.stride}")
+    return {
+        "bg_thresh": args.bg_thresh,
+        "topk": args.topk,
+        "template": list(PROMPT_TEMPLATES) if args.prompts == "ensemble" else SEGMENTATION_TEMPLATE,
+        "mode": args.mode,
+        "window": args.window,
+        "stride": args.stride,
+        "short_side": args.short_side or None,
+    }
+
+
+# ----------------------------------------------------------------------------- segment
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment images into classes named in words (zero-shot, GroupViT)",
+        description="Zero-shot segmentation: for each image write NAME.png (class ids, 0 = background, "
+        "i = i-th class), NAME_overlay.png and NAME.json into --out.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    parser.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat,dog,grass"')
+    parser.add_argument("--out", required=True, help="output directory (created if needed)")
+    add_inference_options(parser)
+    parser.add_argument("--alpha", type=float, default=0.5, help="colour opacity of the overlay (default 0.5)")
+    return parser
+
+
+def parse_classes(text: str) -> list[str]:
+    """``"cat, dog,grass"`` -> names; a one-line error for an empty list, empty names or duplicates."""
+    parts = text.split(",")
+    if not any(p.strip() for p in parts):
+        raise UserError(f'--classes {text!r}: no class names given (e.g. --classes "cat,dog,grass")')
+    try:
+        names = check_class_names(parts)
+    except UserError as exc:
+        raise UserError(f"--classes {text!r}: {exc}") from None
+    if any(name.lower() == BACKGROUND for name in names):
+        raise UserError(f"--classes {text!r}: 'background' is implicit (label 0, set by --bg-thresh); leave it out")
+    if len(names) > 254:
+        raise UserError(f"--classes: at most 254 classes fit in the uint8 label images, got {len(names)}")
+    return names
+
+
+def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Files to process (directories expanded to the images directly inside, sorted) and errors for
+    inputs that do not exist. Files named explicitly are tried whatever their suffix."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                errors.append(f"{path}: directory without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.extend(inside)
+        elif path.exists():
+            files.append(path)
+        else:
+            errors.append(f"{path}: no such file or directory")
+    return files, errors
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """One output name per file: its stem, made unique (``a.jpg`` and ``a.png`` -> ``a``, ``a_png``)."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in files:
+        name = path.stem
+        if name in taken:
+            name = f"{path.stem}_{path.suffix.lstrip('.').lower()}" if path.suffix else path.stem
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def write_outputs(out_dir: Path, name: str, source: Path, image: np.ndarray, result: SegmentationResult, alpha: float):
+    """NAME.png, NAME_overlay.png and NAME.json in ``out_dir`` (each written atomically)."""
+    from annofree.viz import overlay
+    from annofree.weights import atomic_write
+
+    labels = Image.fromarray(result.label_map.astype(np.uint8))  # 2-D uint8: mode "L"
+    atomic_write(out_dir / f"{name}.png", lambda tmp: labels.save(tmp, format="PNG"))
+    picture = overlay(image, result.label_map, result.class_names, alpha=alpha)
+    atomic_write(out_dir / f"{name}_overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
+    height, width = result.size
+    summary = {
+        "image": str(source),
+        "classes": result.class_names,
+        "fractions": result.fractions(),
+        "size": {"width": width, "height": height},
+    }
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(out_dir / f"{name}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from annofree.data.images import load_image
+
+    class_names = parse_classes(args.classes)
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    files, errors = collect_images(args.images)
+    if not files:
+        raise UserError("; ".join(errors) if errors else "no images given")
+    options = segmenter_options(args)
+    model = load_groupvit(args.weights, resolve_device(args.device))
+    segmenter = ZeroShotSegmenter(model, class_names, **options)
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot create the directory ({exc.strerror or exc})") from None
+
+    for message in errors:
+        print(f"annofree: error: {message}", file=sys.stderr)
+    failed = len(errors)
+    for path, name in zip(files, output_names(files), strict=True):
+        try:
+            image = load_image(path)
+            result = segmenter.segment(image)
+            write_outputs(out_dir, name, path, image, result, args.alpha)
+        except UserError as exc:
+            print(f"annofree: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except Exception as exc:  # one bad file (out of memory, disk full...) must not stop the others
+            print(f"annofree: error: {path}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+            failed += 1
+            continue
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
+        print(f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}")
+    done = len(files) + len(errors) - failed
+    print(f"segmented {done} of {len(files) + len(errors)} inputs into {out_dir}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,80 @@
+"""``annofree train METHOD --config FILE [--data PATTERN] --out DIR [--resume] [key=value ...]``.
+
+Examples::
+
+    annofree train groupvit --config configs/groupvit/tiny.yaml --data 'shards/{000000..000009}.tar' \\
+        --out runs/tiny optim.lr=1e-3 train.steps=2000
+    torchrun --nproc_per_node=4 -m annofree train groupvit --config c.yaml --data ... --out runs/x
+    annofree train groupvit --out runs/tiny --resume          # the saved config.yaml, continued exactly
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from annofree.engine.checkpoint import CONFIG_NAME
+from annofree.engine.config import load_config
+from annofree.errors import UserError
+
+
+class _OverridesParser(argparse.ArgumentParser):
+    """Collects ``key=value`` words wherever they appear.
+
+    argparse consumes a ``nargs="*"`` positional together with the positional before it, so overrides
+    written after the options would otherwise be rejected as unrecognised.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        words = [w for w in extras if "=" in w and not w.startswith("-")]
+        namespace.overrides = [*(getattr(namespace, "overrides", None) or []), *words]
+        return namespace, [w for w in extras if w not in words]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a method (GroupViT, ...) on your data",
+        description="Train a method. Launch under torchrun for several GPUs; resume exactly with --resume.",
+        epilog="Overrides: key.sub=value (value parsed as YAML); +key.sub=value adds a key the config lacks.",
+    )
+    parser.__class__ = _OverridesParser
+    parser.add_argument("method", metavar="METHOD", help="method name (must match the config's `method`)")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="YAML config (optional with --resume: the run's config.yaml)"
+    )
+    parser.add_argument(
+        "--data", metavar="PATTERN", help="training data, e.g. 'shards/{000000..000099}.tar' (else train.data)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="run directory: weights, config, logs, state"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The config file (or, for --resume without --config, the run's saved one) with the overrides applied."""
+    if args.config is not None:
+        config = load_config(args.config, args.overrides)
+    elif args.resume:
+        saved = args.out / CONFIG_NAME
+        if not saved.is_file():
+            raise UserError(f"{args.out}: no {CONFIG_NAME} to resume from; give --config")
+        config = load_config(saved, args.overrides)
+    else:
+        raise UserError("--config is required (except with --resume)")
+    if config.get("method") is None:
+        config["method"] = args.method
+    elif config["method"] != args.method:
+        raise UserError(f"method {args.method!r} does not match the config's method {config['method']!r}")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from annofree.engine.trainer import train  # torch and the methods load only when training
+
+    train(resolve_config(args), args.out, data=args.data, resume=args.resume)
+    return 0

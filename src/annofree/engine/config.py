@@ -1,0 +1,320 @@
+"""Run configs: YAML files with inheritance, dotted command-line overrides and the engine's own sections.
+
+A config is a plain nested dict. A file may start from other files::
+
+    _base_: ../base.yaml            # or a list; paths are relative to this file
+    optim: {lr: 1.0e-3}             # dicts merge key by key, everything else replaces
+
+Overrides are ``key.sub=value`` words; the value is parsed as YAML (``1e-3``, ``true``, ``[1, 2]``,
+``null``). Overriding a key that does not exist is an error (a typo should not train for a day with
+the default); write ``+key.sub=value`` to add a new key.
+
+The engine owns three sections and fills in their defaults (:data:`ENGINE_DEFAULTS`); methods own
+every other section (``model``, ``data``, ``loss``, ...) and read them from the same dict.
+
+``seed``
+    Base seed. The method is built right after seeding every RNG with ``seed`` (so the initial
+    weights do not depend on the number of processes); the loop then runs with ``seed + rank``.
+``method``
+    The registered method name (``groupvit``, ...).
+``optim``
+    ``lr`` peak learning rate; ``weight_decay`` (AdamW, never on 1-D parameters, biases and the
+    method's ``no_weight_decay()`` names); ``betas``; ``eps``; ``warmup_steps`` of linear warm-up
+    from ``warmup_lr``, then a cosine to ``min_lr`` at the last step (per optimiser step);
+    ``clip_grad`` maximum gradient norm (null: no clipping, the norm is still logged);
+    ``accum_steps`` micro-batches per optimiser step; ``lr_scale_batch`` (optional): ``lr``,
+    ``warmup_lr`` and ``min_lr`` are given for this global batch and scaled linearly to the actual
+    one (``batch_size * world_size * accum_steps``).
+``train``
+    ``steps`` optimiser steps in all; ``batch_size`` per process and micro-batch; ``num_workers``
+    data-loading workers per process; ``precision`` fp32 | bf16 | fp16 (autocast; fp16 adds a
+    gradient scaler); ``device`` auto | cpu | cuda; ``log_every`` / ``save_every`` steps
+    (``save_every: 0`` saves only at the end); ``tensorboard`` event files in ``OUT/tb``;
+    ``data`` default data pattern when ``--data`` is not given; ``find_unused_parameters`` for
+    DistributedDataParallel (true when some parameters get no gradient in some steps).
+
+``configs/engine_defaults.yaml`` is a commented copy of these defaults.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from annofree.errors import UserError
+from annofree.weights import atomic_write
+
+BASE_KEY = "_base_"
+
+ENGINE_DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "method": None,
+    "optim": {
+        "lr": 1.0e-3,
+        "weight_decay": 0.05,
+        "betas": [0.9, 0.999],
+        "eps": 1.0e-8,
+        "warmup_steps": 0,
+        "warmup_lr": 0.0,
+        "min_lr": 0.0,
+        "clip_grad": None,
+        "accum_steps": 1,
+        "lr_scale_batch": None,
+    },
+    "train": {
+        "steps": None,
+        "batch_size": 32,
+        "num_workers": 2,
+        "precision": "fp32",
+        "device": "auto",
+        "log_every": 10,
+        "save_every": 1000,
+        "tensorboard": True,
+        "data": None,
+        "find_unused_parameters": False,
+    },
+}
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants a dot: ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)[eE][-+]?[0-9]+
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A YAML scalar or flow collection as written on a command line: ``1e-3`` -> 0.001, ``[1,2]`` -> [1, 2]."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: nested dicts merge key by key; any other value in ``update`` replaces the one in ``base``."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise UserError(f"{path}: invalid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """One file with its bases merged underneath; ``chain`` holds the files being loaded (cycle check)."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise UserError(f"{path}: _base_ cycle ({cycle})")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"{path}: _base_ must be a file name or a list of file names")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = merge(merged, _load_file(path.parent / base, (*chain, path)))
+    return merge(merged, data)
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dicts are walked, their own dotted key is listed too)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        flat[dotted] = value
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{dotted}."))
+    return flat
+
+
+def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` / ``+key.sub=value`` words to a copy of ``config``."""
+    result = copy.deepcopy(dict(config))
+    for word in overrides:
+        if "=" not in word:
+            raise UserError(f"override {word!r}: expected key=value (e.g. optim.lr=1e-3)")
+        dotted, text = word.split("=", 1)
+        add = dotted.startswith("+")
+        dotted = dotted[1:] if add else dotted
+        parts = dotted.split(".")
+        if not all(parts):
+            raise UserError(f"override {word!r}: empty key")
+        try:
+            value = parse_value(text)
+        except yaml.YAMLError:
+            raise UserError(f"override {word!r}: value is not valid YAML (quote it)") from None
+        node = result
+        for depth, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: depth + 1])
+            if part not in node:
+                if not add:
+                    hint = _did_you_mean(where, flatten(result))
+                    raise UserError(
+                        f"override {word!r}: unknown config key {where!r}{hint}; write +{dotted}=... to add"
+                    )
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise UserError(f"override {word!r}: {where!r} is {node[part]!r}, not a section")
+            node = node[part]
+        if parts[-1] not in node and not add:
+            hint = _did_you_mean(dotted, flatten(result))
+            raise UserError(f"override {word!r}: unknown config key {dotted!r}{hint}; write +{dotted}=... to add it")
+        node[parts[-1]] = value
+    return result
+
+
+def load_config(
+    path: str | Path, overrides: Iterable[str] = (), defaults: Mapping[str, Any] | None = ENGINE_DEFAULTS
+) -> dict[str, Any]:
+    """Read a YAML config with its ``_base_`` files, put it over ``defaults`` and apply the overrides.
+
+    The engine defaults come first so that every engine key exists (``train.steps=10`` needs no ``+``)
+    and the saved config records the values a run really used.
+    """
+    config = _load_file(Path(path), ())
+    if defaults is not None:
+        config = merge(defaults, config)
+    return apply_overrides(config, overrides)
+
+
+def save_config(config: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``config`` as YAML, atomically (keys in their order, so the file reads like the input)."""
+    path = Path(path)
+    text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and mappings -> dicts, so that safe_dump accepts a config built in code."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- validation of the engine's sections -------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check(ok: bool, key: str, need: str, value: Any) -> None:
+    if not ok:
+        raise UserError(f"config key {key}: must be {need}, got {value!r}")
+
+
+def resolve_engine_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with the engine defaults filled in and the engine sections checked.
+
+    Unknown keys inside ``optim`` and ``train`` are errors (they would be silently ignored otherwise).
+    """
+    for section in ("optim", "train"):
+        value = config.get(section, {})
+        _check(isinstance(value, Mapping), section, "a mapping", value)
+        for key in value:
+            if key not in ENGINE_DEFAULTS[section]:
+                known = [f"{section}.{k}" for k in ENGINE_DEFAULTS[section]]
+                raise UserError(f"unknown config key {section}.{key}{_did_you_mean(f'{section}.{key}', known)}")
+    cfg = merge(ENGINE_DEFAULTS, config)
+    optim, train = cfg["optim"], cfg["train"]
+
+    _check(_is_int(cfg["seed"]) and 0 <= cfg["seed"] < 2**32 - 1024, "seed", "an integer in [0, 2**32)", cfg["seed"])
+    _check(cfg["method"] is None or isinstance(cfg["method"], str), "method", "a method name", cfg["method"])
+    for key in ("lr", "eps"):
+        _check(_is_number(optim[key]) and optim[key] > 0, f"optim.{key}", "a positive number", optim[key])
+    for key in ("weight_decay", "warmup_lr", "min_lr"):
+        _check(_is_number(optim[key]) and optim[key] >= 0, f"optim.{key}", "a number >= 0", optim[key])
+    betas = optim["betas"]
+    _check(
+        isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
+        "optim.betas",
+        "two numbers in [0, 1)",
+        betas,
+    )
+    optim["betas"] = [float(b) for b in betas]
+    clip = optim["clip_grad"]
+    _check(clip is None or (_is_number(clip) and clip > 0), "optim.clip_grad", "null or a positive number", clip)
+    _check(
+        _is_int(optim["warmup_steps"]) and optim["warmup_steps"] >= 0,
+        "optim.warmup_steps",
+        "an integer >= 0",
+        optim["warmup_steps"],
+    )
+    _check(
+        _is_int(optim["accum_steps"]) and optim["accum_steps"] >= 1,
+        "optim.accum_steps",
+        "an integer >= 1",
+        optim["accum_steps"],
+    )
+    scale = optim["lr_scale_batch"]
+    _check(scale is None or (_is_int(scale) and scale > 0), "optim.lr_scale_batch", "null or a positive integer", scale)
+
+    if train["steps"] is None:
+        raise UserError("config key train.steps is not set (the number of optimiser steps to train)")
+    for key in ("steps", "batch_size", "log_every"):
+        _check(_is_int(train[key]) and train[key] > 0, f"train.{key}", "a positive integer", train[key])
+    for key in ("num_workers", "save_every"):
+        _check(_is_int(train[key]) and train[key] >= 0, f"train.{key}", "an integer >= 0", train[key])
+    _check(train["precision"] in PRECISIONS, "train.precision", " | ".join(PRECISIONS), train["precision"])
+    _check(train["device"] in DEVICES, "train.device", " | ".join(DEVICES), train["device"])
+    for key in ("tensorboard", "find_unused_parameters"):
+        _check(isinstance(train[key], bool), f"train.{key}", "true or false", train[key])
+    _check(
+        train["data"] is None or isinstance(train["data"], str), "train.data", "null or a data pattern", train["data"]
+    )
+    return cfg

@@ -1,0 +1,432 @@
+"""The training loop, written once for every method.
+
+In outline (see :func:`train`)::
+
+    method = get_method(config["method"])(config)          # seeded with `seed`: same init on every rank
+    model = DDP(method) if world_size > 1 else method
+    while step < steps:
+        for batch in method.train_batches(LoaderSpec(..., epoch, skip_batches)):
+            on_step(step) before the first micro-batch of a step
+            outputs = model(batch) under autocast; loss = sum of outputs["loss*"]
+            backward (loss / accum_steps), under no_sync except on the last micro-batch
+            after accum_steps micro-batches: unscale, clip, optimiser step, schedule step
+            log every log_every steps, save every save_every steps and at the end
+        epoch += 1
+
+Every rank draws its batches in lockstep: when one rank's data ends, all ranks end the epoch, so
+uneven shards never hang a collective. A method's outputs may carry ``skipped`` (corrupt samples
+dropped in the batch); it is summed over ranks and logged as a running total.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from annofree.engine import checkpoint, distributed
+from annofree.engine.checkpoint import Progress
+from annofree.engine.config import flatten, load_config, resolve_engine_config
+from annofree.engine.logging import RunLogger
+from annofree.engine.optim import build_optimizer, build_schedule
+from annofree.errors import UserError
+from annofree.methods.base import LoaderSpec, Method, get_method
+from annofree.weights import WEIGHTS_NAME
+
+SKIPPED_KEY = "skipped"
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished run leaves: its directory, the weights file, where it stopped and the last log record."""
+
+    out_dir: Path
+    weights: Path
+    step: int
+    epoch: int
+    metrics: dict[str, Any]
+    method: Method  # the trained method (unwrapped, on the training device)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move the tensors inside dicts, lists, tuples (named too) and dataclasses to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        moved = {key: to_device(value, device) for key, value in obj.items()}
+        try:
+            return type(obj)(moved)
+        except TypeError:  # a mapping type that cannot be built from a dict (defaultdict, ...)
+            return moved
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(to_device(value, device) for value in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(value, device) for value in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = {f.name: to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init}
+        return dataclasses.replace(obj, **fields)
+    return obj
+
+
+_END = object()
+
+
+def lockstep(batches: Iterable[Any]) -> Iterator[Any]:
+    """Yield batches while every rank still has one (one tiny CPU all-reduce per batch when distributed)."""
+    iterator = iter(batches)
+    while True:
+        batch = next(iterator, _END)
+        if not distributed.all_true(batch is not _END):
+            return
+        yield batch
+
+
+def objective(outputs: Any, method_name: str) -> torch.Tensor:
+    """The sum of the outputs whose name starts with ``loss`` (in fp32, whatever autocast produced)."""
+    if not isinstance(outputs, Mapping):
+        raise TypeError(f"{method_name}.forward must return a dict of named scalars, got {type(outputs).__name__}")
+    losses = [value.float() for key, value in outputs.items() if key.startswith("loss")]
+    if not losses:
+        raise ValueError(f"{method_name}.forward returned no entry named loss* (got {', '.join(outputs) or 'none'})")
+    return torch.stack(losses).sum()
+
+
+def _total_key(outputs: Mapping[str, Any]) -> str | None:
+    """Log name of the summed loss: ``loss``, or ``loss_total`` when the method already has a ``loss`` entry
+    next to others; None when the method's single ``loss`` is the total."""
+    loss_keys = [k for k in outputs if k.startswith("loss")]
+    if "loss" not in outputs:
+        return "loss"
+    return "loss_total" if len(loss_keys) > 1 else None
+
+
+class _Window:
+    """Sums of the outputs since the last log (kept on the device: no synchronisation per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.grad_norm: torch.Tensor | float = 0.0
+        self.micro_batches = 0
+        self.steps = 0
+        self.skipped: torch.Tensor | float = 0.0
+        self.has_skipped = False
+        self.started = time.perf_counter()
+        self.excluded_s = 0.0  # time spent saving checkpoints, not training
+
+    def seconds(self) -> float:
+        return max(time.perf_counter() - self.started - self.excluded_s, 1e-9)
+
+    def add_micro_batch(self, outputs: Mapping[str, Any], loss: torch.Tensor) -> None:
+        self.micro_batches += 1
+        named = dict(outputs)
+        total_key = _total_key(outputs)
+        if total_key is not None:
+            named[total_key] = loss
+        for key, value in named.items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            if value.numel() != 1:
+                raise ValueError(f"output {key!r} has shape {tuple(value.shape)}; outputs must be scalars")
+            value = value.reshape(())
+            if key == SKIPPED_KEY:
+                self.skipped = self.skipped + value
+                self.has_skipped = True
+            else:
+                self.sums[key] = self.sums[key] + value if key in self.sums else value
+
+    def add_step(self, grad_norm: torch.Tensor) -> None:
+        self.steps += 1
+        self.grad_norm = self.grad_norm + grad_norm.detach().float()
+
+    def take_skipped(self) -> int:
+        """Skipped samples since the last call, summed over ranks (collective when the method reports them)."""
+        if not self.has_skipped:
+            return 0
+        local = float(self.skipped.item()) if isinstance(self.skipped, torch.Tensor) else float(self.skipped)
+        self.skipped = 0.0
+        return round(distributed.reduce_sum({SKIPPED_KEY: local})[SKIPPED_KEY])
+
+    def means(self) -> dict[str, float]:
+        """Per-micro-batch means of the outputs and the per-step mean gradient norm, averaged over ranks."""
+        values = {key: (total / max(self.micro_batches, 1)).item() for key, total in self.sums.items()}
+        if self.steps:
+            values["grad_norm"] = float(self.grad_norm / self.steps)
+        return distributed.reduce_mean(values)
+
+
+def _wrap(method: Method, env: distributed.DistEnv, find_unused: bool) -> nn.Module:
+    """DDP over the whole method when there are several processes (SyncBatchNorm on CUDA only)."""
+    if not env.distributed:
+        return method
+    if env.device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # replaces the children in place
+        return DistributedDataParallel(method, device_ids=[env.device.index], find_unused_parameters=find_unused)
+    return DistributedDataParallel(method, find_unused_parameters=find_unused)
+
+
+def _previous_state(out_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """The saved training state to resume from; refuses to start a fresh run over an existing one."""
+    if resume:
+        return checkpoint.load_state(out_dir)  # raises the clear "nothing to resume" error
+    if checkpoint.has_state(out_dir):
+        raise UserError(
+            f"{out_dir} already holds a training run ({checkpoint.STATE_NAME}); "
+            "pass --resume to continue it or choose another --out"
+        )
+    return None
+
+
+def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = None, resume: bool = False) -> TrainResult:
+    """Train ``config["method"]`` into ``out_dir``; with ``resume``, continue exactly from its last checkpoint.
+
+    ``data`` is the method's data (shard pattern, folder, ...); ``config["train"]["data"]`` when None.
+    Launch under ``torchrun`` for several processes; without it this is a single process.
+    """
+    cfg = resolve_engine_config(config)
+    if not cfg["method"]:
+        raise UserError("the config names no method (set `method: NAME`)")
+    method_cls = get_method(cfg["method"])
+    out_dir = Path(out_dir)
+    state = _previous_state(out_dir, resume)
+    if state is not None and state["step"] > cfg["train"]["steps"]:
+        raise UserError(
+            f"{out_dir}: the checkpoint is at step {state['step']}, beyond train.steps={cfg['train']['steps']}"
+        )
+    env = distributed.setup(cfg["train"]["device"])
+    return _train(cfg, method_cls, out_dir, data if data is not None else cfg["train"]["data"] or "", state, env)
+
+
+class _Run:
+    """The objects of one run (method, DDP wrapper, optimiser, schedule, scaler) and what a step does with them."""
+
+    def __init__(self, cfg: dict[str, Any], method_cls: type[Method], env: distributed.DistEnv):
+        optim_cfg, train_cfg = cfg["optim"], cfg["train"]
+        self.env = env
+        self.accum_steps = optim_cfg["accum_steps"]
+        self.global_batch = train_cfg["batch_size"] * env.world_size * self.accum_steps
+        # The same seed on every rank before building, so the initial weights do not depend on the world size.
+        distributed.seed_everything(cfg["seed"])
+        self.method = method_cls(cfg).to(env.device)
+        self.model = _wrap(self.method, env, train_cfg["find_unused_parameters"])
+        self.optimizer = build_optimizer(
+            self.method, optim_cfg, lr=float(optim_cfg["lr"]), no_weight_decay=self.method.no_weight_decay()
+        )
+        self.schedule = build_schedule(self.optimizer, optim_cfg, train_cfg["steps"], self.global_batch)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=train_cfg["precision"] == "fp16")
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.amp_dtype = AUTOCAST_DTYPES[train_cfg["precision"]]
+        self.clip = float(optim_cfg["clip_grad"]) if optim_cfg["clip_grad"] else math.inf
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+
+    def forward_backward(self, batch: Any, last_micro_batch: bool) -> tuple[Mapping[str, Any], torch.Tensor]:
+        """One micro-batch: forward under autocast, backward of its share of the step's loss.
+
+        DDP all-reduces gradients only on the last micro-batch of a step (``no_sync`` before it).
+        """
+        device = self.env.device
+        sync = nullcontext() if last_micro_batch or not self.env.distributed else self.model.no_sync()
+        autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with sync:
+            with autocast:
+                outputs = self.model(to_device(batch, device))
+            loss = objective(outputs, self.method.name)
+            self.scaler.scale(loss / self.accum_steps).backward()
+        return outputs, loss
+
+    def optimizer_step(self) -> tuple[float, torch.Tensor]:
+        """Unscale, clip, step, advance the schedule -> (the lr this step used, the gradient norm)."""
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.schedule.step()
+        return lr, grad_norm
+
+    def save(self, out_dir: Path, progress: Progress) -> None:
+        checkpoint.save_checkpoint(
+            out_dir,
+            method=self.method,
+            optimizer=self.optimizer,
+            schedule=self.schedule,
+            scaler=self.scaler,
+            progress=progress,
+            device=self.env.device,
+        )
+
+
+def _train(
+    cfg: dict[str, Any],
+    method_cls: type[Method],
+    out_dir: Path,
+    data: str,
+    state: dict[str, Any] | None,
+    env: distributed.DistEnv,
+) -> TrainResult:
+    train_cfg = cfg["train"]
+    total, accum, batch_size = train_cfg["steps"], cfg["optim"]["accum_steps"], train_cfg["batch_size"]
+    run = _Run(cfg, method_cls, env)
+    method = run.method
+    progress, notes = Progress(), []
+    if state is None:
+        distributed.seed_everything(cfg["seed"] + env.rank)
+    else:
+        run.load(state)
+        progress = checkpoint.progress_of(state)
+        notes = _resume_notes(cfg, out_dir, state, env)
+        if state["world_size"] == env.world_size:
+            checkpoint.restore_rng(state["rng"][env.rank], env.device)
+        else:  # another world size: the ranks' streams cannot continue; start fresh ones tied to the step
+            distributed.seed_everything(cfg["seed"] + env.rank + 7919 * progress.step)
+    checkpoint.write_config(cfg, out_dir)
+
+    logger = RunLogger(
+        out_dir,
+        total_steps=total,
+        start_step=progress.step,
+        enabled=env.is_main,
+        tensorboard=train_cfg["tensorboard"],
+        description=method.name,
+    )
+    logger.message(
+        f"{method.name}: {sum(p.numel() for p in run.params):,} trainable parameters, {env.world_size} process(es) "
+        f"on {env.device.type}, global batch {run.global_batch} ({batch_size} x {env.world_size} x {accum}), "
+        f"peak lr {run.schedule.curve['lr']:.3g}, {train_cfg['precision']}, out {out_dir}"
+    )
+    for note in notes:
+        logger.message(note)
+
+    record: dict[str, Any] = {}
+    last_saved = progress.step
+    session_start, elapsed_before = time.perf_counter(), progress.elapsed_s
+    window = _Window()
+    micro = 0  # micro-batches accumulated towards the next optimiser step
+    run.model.train()
+    try:
+        while progress.step < total:
+            spec = LoaderSpec(
+                data=data,
+                batch_size=batch_size,
+                rank=env.rank,
+                world_size=env.world_size,
+                num_workers=train_cfg["num_workers"],
+                seed=cfg["seed"],
+                epoch=progress.epoch,
+                skip_batches=progress.batches_in_epoch,
+            )
+            yielded = 0
+            for batch in lockstep(method.train_batches(spec)):
+                yielded += 1
+                progress.batches_in_epoch += 1
+                if micro == 0:
+                    method.on_step(progress.step, total)
+                micro += 1
+                outputs, loss = run.forward_backward(batch, last_micro_batch=micro == accum)
+                window.add_micro_batch(outputs, loss)
+                if micro < accum:
+                    continue
+
+                micro = 0
+                lr, grad_norm = run.optimizer_step()
+                progress.step += 1
+                window.add_step(grad_norm)
+                logger.advance()
+                if progress.step % train_cfg["log_every"] == 0 or progress.step == total:
+                    progress.skipped += window.take_skipped()
+                    progress.elapsed_s = elapsed_before + time.perf_counter() - session_start
+                    record = _record(progress, lr, window, batch_size * env.world_size)
+                    logger.log(record)
+                    _check_finite(record, train_cfg["precision"], out_dir, last_saved)
+                    window = _Window()
+                if (train_cfg["save_every"] and progress.step % train_cfg["save_every"] == 0) or progress.step == total:
+                    saving_since = time.perf_counter()
+                    progress.skipped += window.take_skipped()
+                    progress.elapsed_s = elapsed_before + saving_since - session_start
+                    run.save(out_dir, progress)
+                    last_saved = progress.step
+                    window.excluded_s += time.perf_counter() - saving_since
+                if progress.step >= total:
+                    break
+            if progress.step >= total:
+                break
+            if yielded == 0 and spec.skip_batches == 0:
+                raise UserError(
+                    f"no training data: {method.name} yielded no batch for epoch {progress.epoch} "
+                    f"from {data!r} (give --data or train.data)"
+                )
+            progress.epoch += 1
+            progress.batches_in_epoch = 0
+    finally:
+        logger.close()
+    if env.is_main:
+        print(f"{method.name}: step {progress.step}/{total}, weights in {out_dir / WEIGHTS_NAME}", flush=True)
+    return TrainResult(
+        out_dir=out_dir,
+        weights=out_dir / WEIGHTS_NAME,
+        step=progress.step,
+        epoch=progress.epoch,
+        metrics=record,
+        method=method,
+    )
+
+
+def _record(progress: Progress, lr: float, window: _Window, images_per_micro_batch: int) -> dict[str, Any]:
+    """One log.jsonl record from the window that just closed (collective: averages over ranks)."""
+    record: dict[str, Any] = {"step": progress.step, "epoch": progress.epoch, "lr": lr}
+    record.update(window.means())
+    record["images_per_s"] = window.micro_batches * images_per_micro_batch / window.seconds()
+    record["elapsed_s"] = progress.elapsed_s
+    if window.has_skipped:
+        record[SKIPPED_KEY] = progress.skipped
+    return record
+
+
+def _check_finite(record: dict[str, Any], precision: str, out_dir: Path, last_saved: int) -> None:
+    """Stop on a NaN/inf loss (fp16 excepted: its gradient scaler skips such steps by design)."""
+    if precision == "fp16":
+        return
+    bad = [k for k, v in record.items() if k.startswith("loss") and isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        saved = f"the last checkpoint in {out_dir} is at step {last_saved}" if last_saved else "no checkpoint yet"
+        raise UserError(
+            f"{bad[0]} is {record[bad[0]]} at step {record['step']}; {saved} "
+            "(lower optim.lr or set optim.clip_grad, then --resume)"
+        )
+
+
+def _resume_notes(cfg: dict[str, Any], out_dir: Path, state: dict[str, Any], env: distributed.DistEnv) -> list[str]:
+    """Warnings for a resume that cannot be exact or that runs a different config."""
+    notes = [f"resuming from step {state['step']} (epoch {state['epoch']})"]
+    if state["world_size"] != env.world_size:
+        notes.append(
+            f"warning: the run was saved with {state['world_size']} process(es), now {env.world_size}: "
+            "it continues, but not exactly as an uninterrupted run would"
+        )
+    weights_step = checkpoint.weights_step(out_dir)
+    if weights_step is not None and weights_step != state["step"]:
+        notes.append(
+            f"note: {WEIGHTS_NAME} is from step {weights_step}, the training state from step {state['step']}; "
+            "resuming from the training state"
+        )
+    saved_path = out_dir / checkpoint.CONFIG_NAME
+    if saved_path.is_file():
+        saved = {k: v for k, v in flatten(load_config(saved_path, defaults=None)).items() if not isinstance(v, dict)}
+        now = {k: v for k, v in flatten(cfg).items() if not isinstance(v, dict)}
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        if changed:
+            notes.append(f"note: the config differs from the saved run in {', '.join(changed)} (using the new values)")
+    return notes

@@ -1,0 +1,415 @@
+"""Zero-shot semantic segmentation with GroupViT, following the reference evaluation.
+
+Per crop (the whole image, or each sliding window):
+
+1. The soft patch-to-group maps of the grouping stages are chained (``GroupOutput.grouping``,
+   ``[h*w, G]``), resized bilinearly to the crop and each pixel takes its most likely group.
+2. Group-class affinity: softmax over classes of ``group . class * scale``.
+3. Image-level filter: the pooled image embedding is scored the same way and only its top-k classes
+   are kept; the group logits of the other classes are set to -inf, softmaxed again and multiplied
+   with the unmasked affinity.
+4. Every pixel gets the affinity row of its group. Background is not a text query: a pixel is
+   background when its best class score is below ``min(bg_thresh, largest affinity in the crop)``;
+   the background channel holds 1 there and 0 elsewhere (as the official ``group_vit_seg.py``).
+
+Logits of overlapping windows are averaged, resized bilinearly back to the input size and the label
+map is their argmax: label 0 is background and label ``i`` the i-th class name (with
+``with_background=False`` the labels are the class indices themselves).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annofree.errors import UserError
+from annofree.inference.sliding import slide, window_boxes
+
+BACKGROUND = "background"
+Tokenizer = Callable[..., torch.Tensor]  # (texts, context_length=...) -> LongTensor [N, L]
+ImageLike = np.ndarray | torch.Tensor
+
+
+@dataclass
+class SegmentationResult:
+    """The segmentation of one image.
+
+    ``label_map`` is at the input's resolution; ``logits`` at the resolution the model saw (after the
+    optional short-side resize), so that large photos with many classes stay cheap. ``scores``
+    resizes the logits to the input on demand.
+    """
+
+    label_map: np.ndarray  # [H, W] int64; class_names[label] names each pixel
+    class_names: list[str]  # per label id, "background" first when the segmenter has one
+    logits: torch.Tensor  # [K, h, w] float32 on the CPU, K = len(class_names)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the input image."""
+        return int(self.label_map.shape[0]), int(self.label_map.shape[1])
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """``[K, H, W]`` per-class scores at the input's resolution (argmax equals ``label_map``)."""
+        return _resize(self.logits[None], self.size)[0]
+
+    def fractions(self) -> dict[str, float]:
+        """Fraction of the image's pixels given to each class (background included), in label order."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(self.class_names))
+        total = max(int(self.label_map.size), 1)
+        return {name: float(n) / total for name, n in zip(self.class_names, counts, strict=True)}
+
+
+# ----------------------------------------------------------------------------- text side
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside, the model's previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def check_class_names(class_names: Sequence[str]) -> list[str]:
+    """Stripped class names; a ``UserError`` for an empty list, an empty name or a duplicate."""
+    if isinstance(class_names, str):
+        raise UserError(f"class names must be a list of names, not the string {class_names!r}")
+    names = [str(name).strip() for name in class_names]
+    if not names:
+        raise UserError("no class names given")
+    if any(not name for name in names):
+        raise UserError(f"empty class name in {list(class_names)!r}")
+    seen: dict[str, str] = {}
+    for name in names:
+        # Prompts are lower-cased by the tokenizer, so "Cat" and "cat" would be the same query.
+        key = name.lower()
+        if key in seen:
+            raise UserError(f"duplicated class name {name!r} (also given as {seen[key]!r})")
+        seen[key] = name
+    return names
+
+
+def _templates(template: str | Sequence[str] | None) -> list[str]:
+    if template is None:
+        from annofree.data.captions import SEGMENTATION_TEMPLATE
+
+        template = SEGMENTATION_TEMPLATE
+    templates = [template] if isinstance(template, str) else list(template)
+    if not templates or any("{}" not in t for t in templates):
+        raise UserError(f"prompt templates must each contain '{{}}' for the class name, got {templates!r}")
+    return templates
+
+
+def class_embeddings(
+    model: nn.Module,
+    class_names: Sequence[str],
+    template: str | Sequence[str] | None = None,
+    tokenizer: Tokenizer | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """``[C, D]`` unit-norm text embeddings of the classes.
+
+    With several templates each class's prompt embeddings are averaged and renormalised (the
+    reference's prompt ensemble). ``tokenizer`` defaults to the CLIP BPE tokenizer.
+    """
+    if tokenizer is None:
+        from annofree.data.tokenizer import tokenize as tokenizer
+    templates = _templates(template)
+    prompts = [t.format(name) for name in class_names for t in templates]
+    context = model.config.text.context_length
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        chunks = [
+            model.encode_text(tokenizer(prompts[i : i + batch_size], context_length=context).to(device))
+            for i in range(0, len(prompts), batch_size)
+        ]
+    embeds = torch.cat(chunks).float().view(len(class_names), len(templates), -1)
+    return F.normalize(embeds.mean(dim=1), dim=-1)
+
+
+# ----------------------------------------------------------------------------- the rule, step by step
+
+
+def group_class_affinity(
+    group_embeds: torch.Tensor,
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    scale: float | torch.Tensor,
+    topk: int | None = 5,
+) -> torch.Tensor:
+    """``[B, G, C]`` affinity of each group to each class, filtered by the image's top-k classes.
+
+    ``group_embeds [B, G, D]``, ``image_embeds [B, D]`` and ``text_embeds [C, D]`` are unit norm.
+    ``topk=None`` keeps every class (the filter then squares the affinity, as the reference does).
+    """
+    logits = group_embeds @ text_embeds.T * scale  # [B, G, C]
+    affinity = logits.softmax(dim=-1)
+    num_classes = text_embeds.shape[0]
+    k = num_classes if topk is None else min(int(topk), num_classes)
+    image_probs = (image_embeds @ text_embeds.T * scale).softmax(dim=-1)  # [B, C]
+    keep = torch.zeros_like(image_probs, dtype=torch.bool)
+    keep.scatter_(-1, image_probs.topk(k, dim=-1).indices, True)
+    filtered = logits.masked_fill(~keep[:, None, :], float("-inf")).softmax(dim=-1)
+    return filtered * affinity
+
+
+def group_maps(grouping: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Soft grouping ``[B, h*w, G]`` on the patch grid -> ``[B, H, W]`` index of each pixel's group."""
+    batch, _, groups = grouping.shape
+    maps = grouping.transpose(1, 2).reshape(batch, groups, *grid)
+    return _resize(maps, size).argmax(dim=1)
+
+
+def pixel_logits(group_index: torch.Tensor, affinity: torch.Tensor, bg_thresh: float | None) -> torch.Tensor:
+    """Per-pixel logits ``[B, K, H, W]`` from group indices ``[B, H, W]`` and affinity ``[B, G, C]``.
+
+    With ``bg_thresh`` (a float) a background channel comes first: 1 where the pixel's best class
+    score is below ``min(bg_thresh, affinity.max())`` of its image, else 0. With ``None``, K = C.
+    """
+    batch, height, width = group_index.shape
+    classes = affinity.shape[-1]
+    flat = group_index.reshape(batch, -1, 1).expand(-1, -1, classes)
+    scores = affinity.gather(1, flat).transpose(1, 2).reshape(batch, classes, height, width)
+    if bg_thresh is None:
+        return scores
+    thresh = affinity.flatten(1).amax(dim=1).clamp(max=bg_thresh)  # [B]
+    background = (scores.amax(dim=1) < thresh[:, None, None]).to(scores.dtype)
+    return torch.cat([background[:, None], scores], dim=1)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = False) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+
+
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], max_elements: int = 1 << 25) -> torch.Tensor:
+    """``argmax`` over K of ``logits [K, h, w]`` resized bilinearly to ``size``, in class chunks.
+
+    Equal to ``resize(logits).argmax(0)`` (first index wins ties) without holding all K full-size
+    maps at once: a 12-Mpx photo with 150 classes would need 7 GB.
+    """
+    classes = logits.shape[0]
+    chunk = max(1, max_elements // max(1, size[0] * size[1]))
+    if chunk >= classes:
+        return _resize(logits[None].float(), size)[0].argmax(dim=0)
+    best_value = best_index = None
+    for start in range(0, classes, chunk):
+        part = _resize(logits[None, start : start + chunk].float(), size)[0]
+        value, index = part.max(dim=0)
+        index = index + start
+        if best_value is None:
+            best_value, best_index = value, index
+        else:
+            better = value > best_value  # strict: an earlier class keeps a tie, as argmax does
+            best_value = torch.where(better, value, best_value)
+            best_index = torch.where(better, index, best_index)
+    return best_index
+
+
+def to_pixel_batch(images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+    """Images -> float ``[B, 3, H, W]`` in [0, 1].
+
+    Accepts uint8 ``[H, W, 3]`` / ``[H, W]`` arrays or tensors (as ``load_image`` gives), float tensors
+    ``[3, H, W]`` in [0, 1], batches of either (``[B, H, W, 3]`` uint8, ``[B, 3, H, W]`` float) or a list
+    of same-size images.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("no images given")
+        parts = [to_pixel_batch(image) for image in images]
+        sizes = {tuple(p.shape[-2:]) for p in parts}
+        if len(sizes) > 1:
+            raise ValueError(f"images of one batch must have one size, got {sorted(sizes)}")
+        return torch.cat(parts)
+    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a numpy array or a torch tensor, got {type(images).__name__}")
+    if x.dtype == torch.uint8:
+        if x.ndim == 2:
+            x = x[..., None].expand(-1, -1, 3)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"uint8 images must be [H, W, 3] (or [B, H, W, 3]), got {tuple(x.shape)}")
+        return x.permute(0, 3, 1, 2).float() / 255.0
+    if not x.is_floating_point():
+        raise ValueError(f"images must be uint8 [H, W, 3] or float [3, H, W], got dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"float images must be [3, H, W] (or [B, 3, H, W]) in [0, 1], got {tuple(x.shape)}")
+    return x
+
+
+def resize_short_side(pixels: torch.Tensor, short_side: int) -> torch.Tensor:
+    """Resize ``[B, C, H, W]`` so that its shorter side is ``short_side``, keeping the aspect ratio."""
+    height, width = pixels.shape[-2:]
+    factor = short_side / min(height, width)
+    size = (max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5)))
+    # Antialiasing matters when big photos shrink to the test size; it is a no-op when enlarging.
+    return _resize(pixels, size, antialias=factor < 1)
+
+
+def fit_to_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+    """Resize to the nearest multiple of the patch size on each side (at least one patch).
+
+    The patch embedding would otherwise drop the border pixels that do not fill a patch; resizing
+    (rather than padding) keeps every patch on real content, and the grouping maps are resized back
+    to the crop's own size afterwards, so the output aligns with the input exactly.
+    """
+    height, width = pixels.shape[-2:]
+    size = (max(1, round(height / patch)) * patch, max(1, round(width / patch)) * patch)
+    return _resize(pixels, size)
+
+
+# ----------------------------------------------------------------------------- the segmenter
+
+
+class ZeroShotSegmenter:
+    """Segment images into the given classes (plus background) with a GroupViT.
+
+    Class embeddings are computed once here, from the model as it is now; build a new segmenter after
+    changing the weights. Images are normalised with ``model.normalize_pixels`` and processed without
+    gradients in eval mode (the model's mode is restored afterwards).
+
+    Args:
+        model: a ``GroupViT`` (anything with ``encode_groups``, ``encode_text``, ``normalize_pixels``,
+            ``scale`` and ``config``).
+        class_names: the text queries; label ``i`` (1-based with background) is ``class_names[i-1]``.
+        bg_thresh: background threshold (reference: VOC 0.95, Context 0.35, COCO-Object 0.95).
+        topk: classes kept by the image-level filter (``None``: all).
+        template: a prompt template with ``{}``, or a list of them (embeddings averaged);
+            ``None`` is ``annofree.data.captions.SEGMENTATION_TEMPLATE``.
+        mode: ``"whole"`` (one pass over the image) or ``"slide"`` (windows of ``window`` every ``stride``).
+        short_side: resize the shorter side to this before inference (``None``: keep the size).
+        with_background: add the thresholded background channel as label 0.
+        windows_per_batch: sliding windows (or images in whole mode) per forward pass.
+        tokenizer: ``(texts, context_length=...) -> ids``; defaults to the CLIP BPE tokenizer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        *,
+        bg_thresh: float = 0.95,
+        topk: int | None = 5,
+        template: str | Sequence[str] | None = None,
+        mode: Literal["whole", "slide"] = "whole",
+        window: int | tuple[int, int] = 448,
+        stride: int | tuple[int, int] = 224,
+        short_side: int | None = 448,
+        with_background: bool = True,
+        windows_per_batch: int = 8,
+        tokenizer: Tokenizer | None = None,
+    ):
+        if mode not in ("whole", "slide"):
+            raise UserError(f"unknown inference mode {mode!r} (use 'whole' or 'slide')")
+        if not 0.0 <= float(bg_thresh) <= 1.0:
+            raise UserError(f"bg_thresh must lie in [0, 1], got {bg_thresh}")
+        if topk is not None and int(topk) < 1:
+            raise UserError(f"topk must be at least 1, got {topk}")
+        if short_side is not None and int(short_side) < 1:
+            raise UserError(f"short_side must be positive (or None), got {short_side}")
+        if mode == "slide":
+            try:  # validate window and stride now rather than on the first image
+                window_boxes(1, 1, window, stride)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+        self.model = model
+        self.class_names = check_class_names(class_names)
+        self.bg_thresh = float(bg_thresh)
+        self.topk = topk
+        self.mode = mode
+        self.window, self.stride = window, stride
+        self.short_side = short_side
+        self.with_background = with_background
+        self.windows_per_batch = max(1, int(windows_per_batch))
+        self.patch_size = int(model.config.image.patch_size)
+        self.text_embeds = class_embeddings(model, self.class_names, template, tokenizer)
+
+    @property
+    def labels(self) -> list[str]:
+        """Name of each label id: background first when there is one."""
+        return [BACKGROUND, *self.class_names] if self.with_background else list(self.class_names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def crop_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised crops ``[N, 3, h, w]`` (any size) -> logits ``[N, K, h, w]`` (float32)."""
+        size = tuple(pixels.shape[-2:])
+        out = self.model.encode_groups(fit_to_patches(pixels, self.patch_size))
+        text = self.text_embeds.to(out.group_embeds.device)
+        affinity = group_class_affinity(
+            out.group_embeds.float(), out.image_embeds.float(), text, self.model.scale().float(), self.topk
+        )
+        group_index = group_maps(out.grouping.float(), out.grid, size)
+        return pixel_logits(group_index, affinity, self.bg_thresh if self.with_background else None)
+
+    def logits(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Logits ``[B, K, h, w]`` at the working resolution (after the short-side resize)."""
+        return self._logits(to_pixel_batch(images))
+
+    def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        param = next(self.model.parameters())
+        pixels = pixels.to(device=param.device, dtype=torch.float32)
+        if self.short_side is not None:
+            pixels = resize_short_side(pixels, int(self.short_side))
+        with eval_mode(self.model):
+            pixels = self.model.normalize_pixels(pixels).to(param.dtype)
+            if self.mode == "slide":
+                return slide(self.crop_logits, pixels, self.window, self.stride, self.windows_per_batch)
+            parts = [
+                self.crop_logits(pixels[i : i + self.windows_per_batch])
+                for i in range(0, pixels.shape[0], self.windows_per_batch)
+            ]
+            return torch.cat(parts)
+
+    def segment_batch(self, images: ImageLike | Sequence[ImageLike]) -> list[SegmentationResult]:
+        """Segment several images of one size (a list, or a batched array/tensor)."""
+        pixels = to_pixel_batch(images)
+        size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        results = []
+        for one in self._logits(pixels).float():
+            label_map = upsample_argmax(one, size).cpu().numpy().astype(np.int64)
+            results.append(SegmentationResult(label_map, self.labels, one.cpu()))
+        return results
+
+    def segment(self, image: ImageLike) -> SegmentationResult:
+        """Segment one image (uint8 ``[H, W, 3]`` or float ``[3, H, W]`` in [0, 1]) at its own resolution."""
+        return self.segment_batch([image])[0]
+
+
+__all__ = [
+    "BACKGROUND",
+    "SegmentationResult",
+    "ZeroShotSegmenter",
+    "check_class_names",
+    "class_embeddings",
+    "eval_mode",
+    "fit_to_patches",
+    "group_class_affinity",
+    "group_maps",
+    "pixel_logits",
+    "resize_short_side",
+    "to_pixel_batch",
+    "upsample_argmax",
+]

@@ -1,0 +1,154 @@
+"""GroupViT trained on image-caption pairs (Xu et al., CVPR 2022).
+
+One step: encode the images, the captions and K noun prompts per caption; the loss is the image-text
+contrastive loss plus the multi-label contrastive loss between each image and its caption's prompts
+(``loss.multi_label_weight``), both over the global batch. Only images and captions are read: no masks.
+
+Config sections used here (see configs/groupvit/*.yaml):
+
+    model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...)
+    data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | simple), shuffle_buffer
+    loss:   multi_label_weight, same_text_positive
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from annofree.data.captions import PROMPT_TEMPLATES, SIMPLE_TEMPLATES, extract_nouns
+from annofree.data.shards import derive_seed, image_text_batches
+from annofree.data.tokenizer import get_tokenizer
+from annofree.data.transforms import random_resized_crop
+from annofree.errors import UserError
+from annofree.losses.contrastive import image_text_contrastive_loss
+from annofree.losses.multi_label import multi_label_contrastive_loss
+from annofree.methods.base import LoaderSpec, Method, register
+from annofree.models import GroupViT, GroupViTConfig
+
+TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "simple": SIMPLE_TEMPLATES}
+NO_IDENTITY = -1  # prompt id of a caption standing in for a missing noun: never "the same text" as another
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """What a data-loader worker needs to turn (image, caption) into a training sample (picklable)."""
+
+    image_size: int
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    flip: bool
+    num_prompts: int
+    templates: str
+    context_length: int
+
+
+def make_sample(options: SampleOptions, key: str, image: np.ndarray, caption: str, rng: random.Random) -> dict:
+    """One training sample: augmented image (uint8 CHW), caption tokens, K prompt tokens and prompt ids."""
+    pixels = random_resized_crop(image, options.image_size, rng, options.crop_scale, options.crop_ratio, options.flip)
+    nouns = extract_nouns(caption)
+    chosen = rng.sample(nouns, min(options.num_prompts, len(nouns)))
+    templates = TEMPLATE_SETS[options.templates]
+    prompts = [rng.choice(templates).format(noun) for noun in chosen]
+    # Identity of a prompt = its noun, so that "a photo of a circle." and "a drawing of a circle." are
+    # the same text when loss.same_text_positive is on.
+    ids = [derive_seed("noun", noun) >> 1 for noun in chosen]
+    missing = options.num_prompts - len(chosen)
+    prompts += [caption] * missing  # as the reference: the caption stands in for missing nouns
+    ids += [NO_IDENTITY] * missing
+    tokenizer = get_tokenizer()
+    return {
+        "image": torch.from_numpy(pixels).permute(2, 0, 1).contiguous(),
+        "text": tokenizer.tokenize([caption], options.context_length)[0],
+        "prompts": tokenizer.tokenize(prompts, options.context_length),
+        "prompt_ids": torch.tensor(ids, dtype=torch.long),
+    }
+
+
+def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
+    return {name: torch.stack([s[name] for s in samples]) for name in samples[0]}
+
+
+@register
+class GroupViTMethod(Method):
+    name = "groupvit"
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(config)
+        self.model = GroupViT(GroupViTConfig.from_dict(config.get("model") or {}))
+        data, loss = config.get("data") or {}, config.get("loss") or {}
+        templates = str(data.get("templates", "full"))
+        if templates not in TEMPLATE_SETS:
+            raise UserError(f"data.templates must be one of {sorted(TEMPLATE_SETS)}, got {templates!r}")
+        self.sample_options = SampleOptions(
+            image_size=int(data.get("image_size", self.model.config.image.img_size)),
+            crop_scale=tuple(float(v) for v in data.get("crop_scale", (0.08, 1.0))),
+            crop_ratio=tuple(float(v) for v in data.get("crop_ratio", (3 / 4, 4 / 3))),
+            flip=bool(data.get("flip", True)),
+            num_prompts=int(data.get("num_prompts", 3)),
+            templates=templates,
+            context_length=self.model.config.text.context_length,
+        )
+        self.shuffle_buffer = int(data.get("shuffle_buffer", 1000))
+        self._carried_skips = 0
+        self.multi_label_weight = float(loss.get("multi_label_weight", 1.0))
+        self.same_text_positive = bool(loss.get("same_text_positive", False))
+        if self.multi_label_weight and self.sample_options.num_prompts < 1:
+            raise UserError("loss.multi_label_weight > 0 needs data.num_prompts >= 1")
+
+    def train_batches(self, spec: LoaderSpec):
+        sample_fn = functools.partial(make_sample, self.sample_options)
+        for batch in image_text_batches(spec, sample_fn, collate, self.shuffle_buffer):
+            if batch.data is None:  # drops after the epoch's last batch: report them with the next batch
+                self._carried_skips += batch.skipped
+                continue
+            skipped, self._carried_skips = batch.skipped + self._carried_skips, 0
+            yield {**batch.data, "skipped": torch.tensor(skipped, dtype=torch.long)}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        model = self.model
+        pixels = model.normalize_pixels(batch["image"].float() / 255)
+        encoded = model.img_encoder(pixels)
+        image = model.img_projector(encoded.tokens.mean(dim=1))
+        use_prompts = self.multi_label_weight > 0
+        texts = torch.cat([batch["text"][:, None], batch["prompts"]], 1) if use_prompts else batch["text"][:, None]
+        text = model.text_features(texts)  # captions and prompts share one BatchNorm pass
+        out = {"loss_itc": image_text_contrastive_loss(image.float(), text[:, 0].float(), model.scale())}
+        if use_prompts:
+            out["loss_multi_label"] = self.multi_label_weight * multi_label_contrastive_loss(
+                image.float(),
+                text[:, 1:].float(),
+                model.scale(multi_label=True),
+                prompt_ids=batch["prompt_ids"],
+                same_text_positive=self.same_text_positive,
+            )
+        out["logit_scale"] = model.scale().detach()
+        out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
+        out["skipped"] = batch["skipped"]
+        return out
+
+    def deployable(self) -> GroupViT:
+        return self.model
+
+    def model_config(self) -> dict[str, Any]:
+        return self.model.config.to_dict()
+
+    def no_weight_decay(self) -> set[str]:
+        # Position embeddings and group tokens are learned queries, not weights to shrink (as the reference).
+        keys = ("pos_embed", "group_token", "positional_embedding")
+        return {name for name, _ in self.named_parameters() if any(key in name for key in keys)}
+
+
+def assignment_entropy(assignment: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the soft token-to-group assignment ``[B, G, N]`` (over groups), divided by log G:
+    1 = every token spread evenly over the groups, 0 = every token in one group."""
+    groups = assignment.shape[1]
+    if groups < 2:
+        return assignment.new_zeros(())
+    p = assignment.float().clamp_min(1e-9)
+    return -(p * p.log()).sum(dim=1).mean() / np.log(groups)

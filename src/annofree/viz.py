@@ -1,0 +1,157 @@
+"""Pictures of segmentations: a fixed palette, colour label maps and overlays with a legend."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+BACKGROUND_COLOR = (0, 0, 0)
+# Nineteen well-separated colours (after Sasha Trubetskoy's list), in an order where neighbours differ.
+_DISTINCT = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (128, 0, 0),
+    (170, 255, 195),
+    (128, 128, 0),
+    (255, 215, 180),
+    (0, 0, 128),
+    (128, 128, 128),
+)
+
+
+@functools.lru_cache(maxsize=8)
+def _greedy_palette(num_labels: int) -> np.ndarray:
+    """The hand-picked colours, then each next colour the one farthest from all chosen so far."""
+    levels = np.linspace(0, 255, 16).round()
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    chosen = [np.array(BACKGROUND_COLOR, dtype=float), *(np.array(c, dtype=float) for c in _DISTINCT)]
+    nearest = np.min([np.linalg.norm(grid - c, axis=1) for c in chosen], axis=0)
+    while len(chosen) < num_labels:
+        pick = grid[int(nearest.argmax())]  # first maximum: deterministic
+        chosen.append(pick)
+        nearest = np.minimum(nearest, np.linalg.norm(grid - pick, axis=1))
+    return np.array(chosen[:num_labels]).astype(np.uint8).reshape(-1, 3)
+
+
+def palette(num_labels: int) -> np.ndarray:
+    """``uint8 [num_labels, 3]``: label 0 (background) black, then fixed distinct colours.
+
+    The same label always gets the same colour. Past the hand-picked colours, each colour is the one
+    of a 16-level RGB grid farthest from those before it; past 1024 labels the colours repeat.
+    """
+    num_labels = max(int(num_labels), 0)
+    unique = _greedy_palette(min(num_labels, 1024))
+    if num_labels <= len(unique):
+        return unique.copy()
+    return unique[np.arange(num_labels) % len(unique)]
+
+
+def label_colors(class_names: Sequence[str]) -> np.ndarray:
+    """Colour of each label: black for a leading "background", palette colours for the classes.
+
+    Without a background label, class 0 takes the first real colour rather than black.
+    """
+    has_background = bool(class_names) and class_names[0].strip().lower() == "background"
+    if has_background:
+        return palette(len(class_names))
+    return palette(len(class_names) + 1)[1:]
+
+
+def colorize(label_map: np.ndarray, class_names: Sequence[str] | None = None) -> np.ndarray:
+    """``[H, W]`` integer labels -> ``uint8 [H, W, 3]`` colours (label 0 black unless ``class_names``
+    say it is not a background)."""
+    label_map = np.asarray(label_map)
+    if label_map.ndim != 2:
+        raise ValueError(f"label map must be [H, W], got shape {label_map.shape}")
+    if label_map.size and label_map.min() < 0:
+        raise ValueError("label map has negative labels")
+    top = int(label_map.max()) + 1 if label_map.size else 1
+    colors = label_colors(class_names) if class_names is not None else palette(top)
+    if top > len(colors):
+        raise ValueError(f"label map has label {top - 1} but only {len(colors)} class names")
+    return colors[label_map]
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at ``size`` pixels (its fixed bitmap font where FreeType is missing)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def overlay(
+    image: np.ndarray | Image.Image,
+    label_map: np.ndarray,
+    class_names: Sequence[str],
+    alpha: float = 0.5,
+    legend: bool = True,
+) -> Image.Image:
+    """The image blended with its label colours, and a legend of the classes present to its right.
+
+    Background pixels are darkened (blended with black); the legend lists each present class with its
+    colour and share of the pixels. Its font scales with the image height, so it stays readable for
+    thumbnails and for large photos (the legend panel grows taller than a small image if needed).
+    """
+    rgb = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    label_map = np.asarray(label_map)
+    if label_map.shape != rgb.shape[:2]:
+        raise ValueError(f"label map {label_map.shape} does not match the image {rgb.shape[:2]}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    colors = colorize(label_map, class_names)
+    blended = (rgb.astype(np.float32) * (1 - alpha) + colors.astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    picture = Image.fromarray(blended)
+    if not legend:
+        return picture
+    counts = np.bincount(label_map.ravel(), minlength=len(class_names))
+    present = [i for i in range(len(class_names)) if counts[i] > 0]
+    return _with_legend(picture, present, class_names, label_colors(class_names), counts / max(label_map.size, 1))
+
+
+def _with_legend(
+    picture: Image.Image, present: list[int], class_names: Sequence[str], colors: np.ndarray, fractions: np.ndarray
+) -> Image.Image:
+    height = picture.height
+    font_size = int(min(72, max(12, round(height / 28))))
+    font = _font(font_size)
+    pad = max(4, font_size // 2)
+    swatch = font_size
+    line = font_size + pad
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    texts = [f"{class_names[i]}  {100 * fractions[i]:.1f}%" for i in present]
+    text_width = max((probe.textbbox((0, 0), t, font=font)[2] for t in texts), default=0)
+    panel_width = 3 * pad + swatch + text_width
+    panel_height = 2 * pad + line * len(texts)
+    canvas = Image.new("RGB", (picture.width + panel_width, max(height, panel_height)), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    left = picture.width + pad
+    for row, (index, text) in enumerate(zip(present, texts, strict=True)):
+        top = pad + row * line
+        color = tuple(int(c) for c in colors[index])
+        draw.rectangle((left, top, left + swatch, top + swatch), fill=color, outline=(90, 90, 90))
+        # Centre the text's ink on the swatch.
+        box = draw.textbbox((0, 0), text, font=font)
+        text_top = top + (swatch - (box[3] - box[1])) // 2 - box[1]
+        draw.text((left + swatch + pad, text_top), text, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+__all__ = ["BACKGROUND_COLOR", "colorize", "label_colors", "overlay", "palette"]

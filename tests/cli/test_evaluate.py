@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from annofree import cli
+from annofree.data.folder import write_classes, write_segmentation_sample
+from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.weights import save_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    config = GroupViTConfig(
+        image=ImageEncoderConfig(
+            img_size=32,
+            patch_size=4,
+            embed_dim=32,
+            depths=(1, 1, 1),
+            num_heads=(2, 2, 2),
+            num_group_tokens=(8, 4, 0),
+            num_output_groups=(8, 4),
+        ),
+        text=TextEncoderConfig(context_length=16, width=32, layers=1, heads=2),
+        embed_dim=16,
+        proj_hidden_dim=32,
+    )
+    return save_weights(tmp_path_factory.mktemp("run"), GroupViT(config), "groupvit", config.to_dict()).parent
+
+
+def annofree(monkeypatch, *argv) -> int:
+    monkeypatch.setattr(cli, "COMMANDS", ["segment", "evaluate"])
+    return cli.main([str(a) for a in argv])
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "data"
+    write_classes(root, ["background", "cat", "dog"])
+    rng = np.random.default_rng(0)
+    for name, (height, width) in {"one": (24, 32), "two": (30, 20), "three": (17, 23)}.items():
+        label = rng.integers(0, 3, (height, width)).astype(np.uint8)
+        label[0] = 255
+        write_segmentation_sample(root, name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8), label)
+    return root
+
+
+def test_evaluate_prints_a_table_and_writes_json(tmp_path, folder, weights, monkeypatch, capsys):
+    out = tmp_path / "result.json"
+    code = annofree(
+        monkeypatch, "evaluate", "--weights", weights, "--data", folder, "--out", out,
+        "--short-side", 0, "--bg-thresh", 0.4, "--no-progress",
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 3
+    assert result["num_pixels"] == 23 * 32 + 29 * 20 + 16 * 23  # first rows are ignored
+    assert set(result["per_class_iou"]) == {"background", "cat", "dog"}
+    assert 0.0 <= result["miou"] <= 1.0 and 0.0 <= result["pixel_accuracy"] <= 1.0
+    ious = [v for v in result["per_class_iou"].values() if v is not None]
+    assert result["miou"] == pytest.approx(sum(ious) / len(ious))
+    assert result["settings"]["bg_thresh"] == 0.4 and result["settings"]["mode"] == "whole"
+    assert f"{100 * result['miou']:6.2f}" in captured.out
+    for name in ("background", "cat", "dog", "mIoU", "pixel accuracy"):
+        assert name in captured.out
+
+
+def test_evaluate_bad_folder_is_a_one_line_error(tmp_path, weights, monkeypatch, capsys):
+    code = annofree(monkeypatch, "evaluate", "--weights", weights, "--data", tmp_path / "nowhere")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "nowhere" in err

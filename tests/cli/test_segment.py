@@ -1,0 +1,160 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from annofree import cli
+from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.weights import save_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A tiny GroupViT with the real CLIP vocabulary (the CLI tokenizes class prompts with BPE)."""
+    torch.manual_seed(0)
+    config = GroupViTConfig(
+        image=ImageEncoderConfig(
+            img_size=32,
+            patch_size=4,
+            embed_dim=32,
+            depths=(1, 1, 1),
+            num_heads=(2, 2, 2),
+            num_group_tokens=(8, 4, 0),
+            num_output_groups=(8, 4),
+        ),
+        text=TextEncoderConfig(context_length=16, width=32, layers=1, heads=2),
+        embed_dim=16,
+        proj_hidden_dim=32,
+    )
+    model = GroupViT(config)
+    return save_weights(tmp_path_factory.mktemp("run") / "model.safetensors", model, "groupvit", config.to_dict())
+
+
+def annofree(monkeypatch, *argv) -> int:
+    """Run the ``annofree`` entry point with only this room's subcommands registered."""
+    monkeypatch.setattr(cli, "COMMANDS", ["segment", "evaluate"])
+    return cli.main([str(a) for a in argv])
+
+
+def _rgb(height, width, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _make_inputs(folder):
+    folder.mkdir()
+    Image.fromarray(_rgb(30, 40)[..., 0]).save(folder / "grey.png")  # mode L
+    Image.fromarray(np.dstack([_rgb(25, 35, 1), np.full((25, 35), 128, np.uint8)])).save(folder / "rgba.png")
+    deep = (np.random.default_rng(2).integers(0, 65536, (21, 27))).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "deep.png")  # 16-bit grey
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide x 24 high, shown rotated by 90 degrees: 24 wide x 40 high
+    Image.fromarray(_rgb(24, 40, 3)).save(folder / "rotated.jpg", exif=exif)
+    return {"grey": (30, 40), "rgba": (25, 35), "deep": (21, 27), "rotated": (40, 24)}  # (height, width)
+
+
+def test_segment_writes_outputs_for_every_kind_of_image(tmp_path, weights, monkeypatch, capsys):
+    sizes = _make_inputs(tmp_path / "in")
+    (tmp_path / "in" / "notes.txt").write_text("not an image, and skipped inside a directory")
+    out = tmp_path / "out"
+    code = annofree(
+        monkeypatch, "segment", tmp_path / "in", "--weights", weights, "--classes", "cat, dog,grass",
+        "--out", out, "--short-side", 0, "--bg-thresh", 0.5,
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    for name, (height, width) in sizes.items():
+        labels = Image.open(out / f"{name}.png")
+        assert labels.mode == "L" and labels.size == (width, height)
+        assert np.asarray(labels).max() <= 3
+        overlay = Image.open(out / f"{name}_overlay.png")
+        assert overlay.width > width and overlay.height >= height  # image plus legend panel
+        summary = json.loads((out / f"{name}.json").read_text())
+        assert summary["classes"] == ["background", "cat", "dog", "grass"]
+        assert summary["size"] == {"width": width, "height": height}
+        assert summary["image"].endswith(name + (".jpg" if name == "rotated" else ".png"))
+        assert sum(summary["fractions"].values()) == pytest.approx(1.0)
+        counts = np.bincount(np.asarray(labels).ravel(), minlength=4) / (width * height)
+        assert list(summary["fractions"].values()) == pytest.approx(counts.tolist())
+    assert not (out / "notes.png").exists()
+
+
+def test_slide_mode_and_short_side_keep_the_input_size(tmp_path, weights, monkeypatch, capsys):
+    Image.fromarray(_rgb(37, 53)).save(tmp_path / "odd.png")
+    code = annofree(
+        monkeypatch, "segment", tmp_path / "odd.png", "--weights", weights, "--classes", "cat,dog",
+        "--out", tmp_path / "out", "--mode", "slide", "--window", 24, "--stride", 16, "--short-side", 30,
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(tmp_path / "out" / "odd.png").size == (53, 37)
+
+
+def test_a_corrupt_file_is_reported_and_the_others_are_processed(tmp_path, weights, monkeypatch, capsys):
+    Image.fromarray(_rgb(20, 20)).save(tmp_path / "good1.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    Image.fromarray(_rgb(16, 24)).save(tmp_path / "good2.jpg")
+    out = tmp_path / "out"
+    code = annofree(
+        monkeypatch, "segment", tmp_path / "good1.png", tmp_path / "broken.png", tmp_path / "good2.jpg",
+        tmp_path / "missing.png", "--weights", weights, "--classes", "cat", "--out", out, "--short-side", 0,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "broken.png" in err and "missing.png" in err
+    assert "Traceback" not in err
+    assert Image.open(out / "good1.png").size == (20, 20)
+    assert Image.open(out / "good2.png").size == (24, 16)
+    assert not (out / "broken.png").exists()
+
+
+def test_same_stems_get_distinct_outputs(tmp_path, weights, monkeypatch, capsys):
+    Image.fromarray(_rgb(12, 14)).save(tmp_path / "a.png")
+    Image.fromarray(_rgb(10, 18)).save(tmp_path / "a.jpg")
+    out = tmp_path / "out"
+    code = annofree(
+        monkeypatch, "segment", tmp_path / "a.png", tmp_path / "a.jpg", "--weights", weights,
+        "--classes", "cat", "--out", out, "--short-side", 0,
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out / "a.png").size == (14, 12)
+    assert Image.open(out / "a_jpg.png").size == (18, 10)
+
+
+@pytest.mark.parametrize(
+    ("classes", "weights_kind", "message"),
+    [
+        ("", "good", "no class names"),
+        (" , ", "good", "no class names"),
+        ("cat,dog,Cat", "good", "duplicated class name"),
+        ("cat,,dog", "good", "empty class name"),
+        ("background,cat", "good", "implicit"),
+        ("cat", "missing", "no weights file"),
+        ("cat", "corrupt", "not a readable safetensors"),
+    ],
+)
+def test_bad_arguments_give_one_line_errors(tmp_path, weights, monkeypatch, capsys, classes, weights_kind, message):
+    Image.fromarray(_rgb(8, 8)).save(tmp_path / "x.png")
+    path = {"good": weights, "missing": tmp_path / "nothing.safetensors", "corrupt": tmp_path / "bad.safetensors"}
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00\x01 not safetensors at all")
+    code = annofree(
+        monkeypatch, "segment", tmp_path / "x.png", "--weights", path[weights_kind], "--classes", classes,
+        "--out", tmp_path / "out", "--short-side", 0,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("annofree: error:")
+    assert not (tmp_path / "out" / "x.png").exists()
+
+
+def test_a_non_image_file_alone_fails_with_a_one_line_error(tmp_path, weights, monkeypatch, capsys):
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    code = annofree(
+        monkeypatch, "segment", tmp_path / "table.csv", "--weights", weights, "--classes", "cat",
+        "--out", tmp_path / "out", "--short-side", 0,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("annofree: error:")]
+    assert len(errors) == 1 and "table.csv" in errors[0] and "not a readable image" in errors[0]
+    assert "Traceback" not in err

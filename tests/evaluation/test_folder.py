@@ -1,0 +1,106 @@
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annofree.data.folder import write_classes, write_segmentation_sample
+from annofree.errors import UserError
+from annofree.evaluation.folder import evaluate_folder
+from annofree.models import GroupOutput
+
+E = torch.eye(4)
+
+
+class HalvesModel(nn.Module):
+    """GroupViT stand-in: group 0 is the left half of the image, group 1 the right half.
+
+    The class named ``names[i]`` has text embedding ``e_i``; the groups' embeddings are given.
+    """
+
+    def __init__(self, names, left, right):
+        super().__init__()
+        self.names = names
+        self.group_embeds = F.normalize(torch.stack([left, right]), dim=-1)
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.config = SimpleNamespace(image=SimpleNamespace(patch_size=4), text=SimpleNamespace(context_length=4))
+
+    def tokenize(self, texts, context_length=77):
+        index = [next(i for i, n in enumerate(self.names) if f" {n}." in t) for t in texts]
+        return torch.tensor(index)[:, None].expand(-1, context_length).clone()
+
+    def encode_text(self, token_ids):
+        return F.one_hot(token_ids[:, 0], 4).float()
+
+    def normalize_pixels(self, pixels):
+        return pixels
+
+    def scale(self):
+        return torch.tensor(10.0)
+
+    def encode_groups(self, pixels):
+        batch, _, height, width = pixels.shape
+        h, w = height // 4, width // 4
+        right = (torch.arange(w) >= w / 2).float().expand(h, w).reshape(-1)
+        grouping = torch.stack([1 - right, right], dim=-1)
+        return GroupOutput(
+            image_embeds=F.normalize(self.group_embeds.sum(0), dim=-1).expand(batch, -1),
+            group_embeds=self.group_embeds.expand(batch, -1, -1),
+            grouping=grouping.expand(batch, -1, -1),
+            soft_assignments=[],
+            grid=(h, w),
+        )
+
+
+def _label(left, right):
+    label = np.empty((8, 16), dtype=np.uint8)
+    label[:, :8], label[:, 8:] = left, right
+    return label
+
+
+def test_evaluate_folder_with_background_by_hand(tmp_path):
+    write_classes(tmp_path, ["background", "cat", "dog"])
+    image = np.zeros((8, 16, 3), dtype=np.uint8)
+    write_segmentation_sample(tmp_path, "a", image, _label(1, 0))  # exactly what is predicted
+    write_segmentation_sample(tmp_path, "b", image, _label(1, 1))  # the right half is missed
+    write_segmentation_sample(tmp_path, "c", image, _label(2, 255))  # dog called cat; the rest ignored
+    # Left group is a cat; the right group matches nothing (uniform affinity) and falls under the threshold.
+    model = HalvesModel(["cat", "dog"], E[0], E[3])
+    results = evaluate_folder(model, tmp_path, short_side=None, tokenizer=model.tokenize, progress=False)
+    # (gt, pred) counts: (0,0) 64, (1,1) 128, (1,0) 64, (2,1) 64.
+    assert results["per_class_iou"] == {
+        "background": pytest.approx(64 / 128),
+        "cat": pytest.approx(128 / 256),
+        "dog": 0.0,
+    }
+    assert results["miou"] == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+    assert results["pixel_accuracy"] == pytest.approx(192 / 320)
+    assert results["mean_accuracy"] == pytest.approx((1 + 128 / 192 + 0) / 3)
+    assert results["num_images"] == 3 and results["num_pixels"] == 320
+
+
+def test_evaluate_folder_without_background_queries_every_class(tmp_path):
+    write_classes(tmp_path, ["cat", "dog", "sky"])
+    write_segmentation_sample(tmp_path, "a", np.zeros((8, 16, 3), dtype=np.uint8), _label(0, 2))
+    model = HalvesModel(["cat", "dog", "sky"], E[0], E[2])
+    results = evaluate_folder(model, tmp_path, short_side=None, tokenizer=model.tokenize, progress=False)
+    assert results["per_class_iou"] == {"cat": 1.0, "dog": None, "sky": 1.0}  # dog: in neither -> None
+    assert results["miou"] == 1.0
+
+
+def test_evaluate_folder_limit_and_errors(tmp_path):
+    write_classes(tmp_path, ["background", "cat"])
+    for name in "abc":
+        write_segmentation_sample(tmp_path, name, np.zeros((8, 16, 3), dtype=np.uint8), _label(1, 0))
+    model = HalvesModel(["cat"], E[0], E[3])
+    results = evaluate_folder(model, tmp_path, short_side=None, tokenizer=model.tokenize, progress=False, limit=2)
+    assert results["num_images"] == 2
+    with pytest.raises(UserError, match="no such segmentation folder"):
+        evaluate_folder(model, tmp_path / "missing", tokenizer=model.tokenize)
+    only_background = tmp_path / "bg"
+    write_classes(only_background, ["background"])
+    write_segmentation_sample(only_background, "a", np.zeros((8, 16, 3), dtype=np.uint8), _label(0, 0))
+    with pytest.raises(UserError, match="only the background"):
+        evaluate_folder(model, only_background, tokenizer=model.tokenize)

@@ -1,0 +1,329 @@
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from annofree.errors import UserError
+from annofree.inference.zero_shot import (
+    ZeroShotSegmenter,
+    check_class_names,
+    class_embeddings,
+    group_class_affinity,
+    pixel_logits,
+    to_pixel_batch,
+    upsample_argmax,
+)
+from annofree.models import GroupOutput
+
+# ----------------------------------------------------------------------------- the rule, by hand
+
+
+def _softmax(values):
+    top = max(values)
+    exps = [math.exp(v - top) if v != -math.inf else 0.0 for v in values]
+    return [e / sum(exps) for e in exps]
+
+
+def test_group_class_affinity_matches_a_hand_computation():
+    torch.manual_seed(0)
+    groups = F.normalize(torch.randn(2, 3, 5), dim=-1)
+    image = F.normalize(torch.randn(2, 5), dim=-1)
+    text = F.normalize(torch.randn(4, 5), dim=-1)
+    scale, k = 7.0, 2
+    got = group_class_affinity(groups, image, text, scale, topk=k)
+    assert got.shape == (2, 3, 4)
+    for b in range(2):
+        image_scores = [scale * float(image[b] @ text[c]) for c in range(4)]
+        kept = sorted(range(4), key=lambda c: image_scores[c], reverse=True)[:k]
+        for g in range(3):
+            logits = [scale * float(groups[b, g] @ text[c]) for c in range(4)]
+            plain = _softmax(logits)
+            masked = _softmax([v if c in kept else -math.inf for c, v in enumerate(logits)])
+            for c in range(4):
+                assert got[b, g, c].item() == pytest.approx(plain[c] * masked[c], rel=1e-5, abs=1e-7)
+                if c not in kept:
+                    assert got[b, g, c].item() == 0.0  # the image-level filter removes it entirely
+
+
+def test_topk_none_keeps_every_class_and_squares_the_affinity():
+    torch.manual_seed(1)
+    groups = F.normalize(torch.randn(1, 2, 4), dim=-1)
+    text = F.normalize(torch.randn(3, 4), dim=-1)
+    got = group_class_affinity(groups, F.normalize(torch.randn(1, 4), dim=-1), text, 5.0, topk=None)
+    plain = (groups @ text.T * 5.0).softmax(-1)
+    torch.testing.assert_close(got, plain * plain)
+
+
+def test_background_channel_uses_the_smaller_of_threshold_and_best_affinity():
+    affinity = torch.tensor([[[0.8, 0.1], [0.3, 0.5], [0.05, 0.02]]])  # [B=1, G=3, C=2]
+    group_index = torch.tensor([[[0, 1], [2, 0]]])  # [1, 2, 2]
+    low = pixel_logits(group_index, affinity, bg_thresh=0.4)
+    # Threshold 0.4 (< best affinity 0.8): groups 0 and 1 clear it, group 2 (best 0.05) does not.
+    assert low.shape == (1, 3, 2, 2)
+    assert low[0, 0].tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    torch.testing.assert_close(low[0, 1:, 0, 1], affinity[0, 1])
+    torch.testing.assert_close(low[0, 1:, 1, 1], affinity[0, 0])
+    assert low[0].argmax(0).tolist() == [[1, 2], [0, 1]]
+    high = pixel_logits(group_index, affinity, bg_thresh=0.95)
+    # Threshold min(0.95, 0.8) = 0.8: only the best group stays foreground.
+    assert high[0, 0].tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    assert high[0].argmax(0).tolist() == [[1, 0], [0, 1]]
+    without = pixel_logits(group_index, affinity, bg_thresh=None)
+    torch.testing.assert_close(without, low[:, 1:])
+
+
+def test_upsample_argmax_in_class_chunks_equals_the_full_resize():
+    torch.manual_seed(3)
+    logits = torch.rand(7, 5, 6)
+    full = F.interpolate(logits[None], size=(23, 17), mode="bilinear", align_corners=False)[0].argmax(0)
+    for budget in [1, 23 * 17 * 2, 1 << 30]:
+        assert torch.equal(upsample_argmax(logits, (23, 17), max_elements=budget), full)
+
+
+def test_class_name_checks():
+    assert check_class_names([" cat", "dog "]) == ["cat", "dog"]
+    with pytest.raises(UserError, match="no class names"):
+        check_class_names([])
+    with pytest.raises(UserError, match="duplicated class name 'Cat'"):
+        check_class_names(["cat", "dog", "Cat"])
+    with pytest.raises(UserError, match="empty class name"):
+        check_class_names(["cat", " "])
+
+
+def test_input_layouts_agree():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    reference = to_pixel_batch(image)
+    assert reference.shape == (1, 3, 5, 7)
+    torch.testing.assert_close(to_pixel_batch(torch.from_numpy(image)), reference)
+    torch.testing.assert_close(to_pixel_batch(torch.from_numpy(image).permute(2, 0, 1).float() / 255), reference)
+    torch.testing.assert_close(to_pixel_batch([image, image]), reference.expand(2, -1, -1, -1))
+    grey = image[..., 0]
+    torch.testing.assert_close(to_pixel_batch(grey), to_pixel_batch(np.repeat(grey[..., None], 3, axis=2)))
+    with pytest.raises(ValueError, match="one size"):
+        to_pixel_batch([image, image[:4]])
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        to_pixel_batch(np.zeros((5, 7, 4), dtype=np.uint8))
+
+
+# ----------------------------------------------------------------------------- a model with a known grouping
+
+
+class KnownGroupsModel(nn.Module):
+    """A GroupViT stand-in with two groups: the left and the right half of the patch grid.
+
+    Class ``i`` of ``names`` has the text embedding ``e_i``; group and image embeddings are given by
+    the test, so every affinity can be worked out by hand.
+    """
+
+    def __init__(self, names, group_embeds, image_embed, scale=10.0):
+        super().__init__()
+        self.names = [n.lower() for n in names]
+        self.dim = group_embeds.shape[-1]
+        self.group_embeds = F.normalize(torch.as_tensor(group_embeds, dtype=torch.float32), dim=-1)
+        self.image_embed = F.normalize(torch.as_tensor(image_embed, dtype=torch.float32), dim=-1)
+        self._scale = scale
+        self.anchor = nn.Parameter(torch.zeros(1))  # gives the segmenter a device and dtype
+        self.config = SimpleNamespace(image=SimpleNamespace(patch_size=4), text=SimpleNamespace(context_length=8))
+        self.calls: list[tuple[int, ...]] = []
+        self.modes: list[bool] = []
+
+    def normalize_pixels(self, pixels):
+        return pixels
+
+    def scale(self):
+        return torch.tensor(self._scale)
+
+    def tokenize(self, texts, context_length=77):
+        index = [next(i for i, n in enumerate(self.names) if f" {n}." in t.lower()) for t in texts]
+        return torch.tensor(index)[:, None].expand(-1, context_length).clone()
+
+    def encode_text(self, token_ids):
+        return F.one_hot(token_ids[:, 0], self.dim).float()
+
+    def encode_groups(self, pixels):
+        self.calls.append(tuple(pixels.shape))
+        self.modes.append(self.training)
+        batch, _, height, width = pixels.shape
+        h, w = height // 4, width // 4
+        right = (torch.arange(w) >= w / 2).float()
+        soft_right = (0.1 + 0.8 * right).expand(h, w).reshape(-1)  # 0.9 on the own half, 0.1 on the other
+        grouping = torch.stack([1 - soft_right, soft_right], dim=-1).expand(batch, -1, -1)
+        return GroupOutput(
+            image_embeds=self.image_embed.expand(batch, -1),
+            group_embeds=self.group_embeds.expand(batch, -1, -1),
+            grouping=grouping,
+            soft_assignments=[],
+            grid=(h, w),
+        )
+
+
+NAMES = ["cat", "dog", "sky"]
+E = torch.eye(4)  # e_0..e_2 are the classes, e_3 is unrelated to all of them
+
+
+def _segmenter(model, **kwargs):
+    options = dict(template="a photo of a {}.", short_side=None, tokenizer=model.tokenize)
+    options.update(kwargs)
+    return ZeroShotSegmenter(model, NAMES, **options)
+
+
+def test_label_map_of_a_known_grouping():
+    # Group 0 (left half) is a cat; group 1 (right half) matches no class: uniform affinity.
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0] + 0.5 * E[1])
+    result = _segmenter(model).segment(np.zeros((8, 16, 3), dtype=np.uint8))
+    cat = math.exp(10) / (math.exp(10) + 2)  # softmax of scale * (1, 0, 0); the filter keeps all 3 classes
+    assert result.class_names == ["background", "cat", "dog", "sky"]
+    torch.testing.assert_close(result.logits[1, :, :8], torch.full((8, 8), cat * cat))
+    torch.testing.assert_close(result.logits[2:, :, 8:], torch.full((2, 8, 8), 1 / 9))
+    # Threshold min(0.95, cat^2) = 0.95: the cat group clears it, the uniform group (1/9) does not.
+    expected = np.zeros((8, 16), dtype=np.int64)
+    expected[:, :8] = 1
+    np.testing.assert_array_equal(result.label_map, expected)
+    assert result.fractions() == {"background": 0.5, "cat": 0.5, "dog": 0.0, "sky": 0.0}
+
+
+def test_image_level_top_k_filter_changes_the_labels():
+    # The image looks like a dog: with top-1 only "dog" survives the filter. The cat group's cat score
+    # drops to 0 and its dog score to softmax(0 | 10, 0, 0); the uniform group gets 1/3 for dog, which
+    # is also the best affinity and so the threshold.
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[1])
+    result = _segmenter(model, topk=1).segment(np.zeros((8, 16, 3), dtype=np.uint8))
+    assert result.logits[1].abs().max().item() == 0.0
+    dog_in_cat_group = 1 / (math.exp(10) + 2)
+    torch.testing.assert_close(result.logits[2, :, :8], torch.full((8, 8), dog_in_cat_group))
+    torch.testing.assert_close(result.logits[2, :, 8:], torch.full((8, 8), 1 / 3))
+    expected = np.zeros((8, 16), dtype=np.int64)
+    expected[:, 8:] = 2
+    np.testing.assert_array_equal(result.label_map, expected)
+
+
+def test_without_background_the_labels_are_the_class_indices():
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[2]]), E[0] + E[2])
+    result = _segmenter(model, with_background=False).segment(np.zeros((8, 16, 3), dtype=np.uint8))
+    assert result.class_names == NAMES
+    assert result.logits.shape == (3, 8, 16)
+    expected = np.zeros((8, 16), dtype=np.int64)
+    expected[:, 8:] = 2  # left: cat (0), right: sky (2)
+    np.testing.assert_array_equal(result.label_map, expected)
+
+
+def test_odd_sizes_are_resized_to_whole_patches_and_mapped_back():
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0])
+    result = _segmenter(model).segment(np.zeros((37, 53, 3), dtype=np.uint8))
+    assert model.calls == [(1, 3, 36, 52)]  # 9 x 13 patches of 4 px
+    assert result.label_map.shape == (37, 53)
+    # Patch columns 0-6 of 13 are the cat group: the maps cross half-way between the centres of columns
+    # 6 and 7, i.e. where the input column x maps to patch coordinate (x + 0.5) * 13 / 53 - 0.5 = 6.5.
+    left = np.array([(x + 0.5) * 13 / 53 - 0.5 < 6.5 for x in range(53)])
+    assert 0 < left.sum() < 53
+    expected = np.broadcast_to(left.astype(np.int64), (37, 53))
+    np.testing.assert_array_equal(result.label_map, expected)
+
+
+def test_slide_mode_batches_windows_and_returns_the_input_size():
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0])
+    segmenter = _segmenter(model, mode="slide", window=8, stride=4, windows_per_batch=2)
+    result = segmenter.segment(np.zeros((8, 24, 3), dtype=np.uint8))
+    assert model.calls == [(2, 3, 8, 8), (2, 3, 8, 8), (1, 3, 8, 8)]  # 5 windows, 2 per pass
+    assert result.label_map.shape == (8, 24)
+    assert result.logits.shape == (4, 8, 24)
+
+
+def test_model_runs_in_eval_mode_and_gets_its_mode_back():
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0]).train()
+    _segmenter(model).segment(np.zeros((8, 8, 3), dtype=np.uint8))
+    assert model.modes == [False]
+    assert model.training
+
+
+def test_bad_options_are_user_errors():
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0])
+    for kwargs, message in [
+        ({"mode": "tiles"}, "mode"),
+        ({"bg_thresh": 1.5}, "bg_thresh"),
+        ({"topk": 0}, "topk"),
+        ({"mode": "slide", "window": 8, "stride": 9}, "gaps"),
+        ({"template": "a photo"}, "template"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            _segmenter(model, **kwargs)
+
+
+# ----------------------------------------------------------------------------- the tiny real GroupViT
+
+
+def test_sliding_over_one_window_equals_the_whole_image(tiny_groupvit, tokenizer):
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    common = dict(template="a photo of a {}.", short_side=None, tokenizer=tokenizer, bg_thresh=0.3)
+    whole = ZeroShotSegmenter(tiny_groupvit, ["cat", "dog", "grass"], mode="whole", **common).segment(image)
+    slid = ZeroShotSegmenter(
+        tiny_groupvit, ["cat", "dog", "grass"], mode="slide", window=32, stride=16, **common
+    ).segment(image)
+    torch.testing.assert_close(slid.logits, whole.logits, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(slid.label_map, whole.label_map)
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_output_has_the_input_size_for_odd_sizes(tiny_groupvit, tokenizer, mode):
+    segmenter = ZeroShotSegmenter(
+        tiny_groupvit,
+        ["cat", "dog", "grass"],
+        template="a photo of a {}.",
+        tokenizer=tokenizer,
+        mode=mode,
+        window=24,
+        stride=16,
+        short_side=None,
+        bg_thresh=0.2,
+    )
+    image = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    result = segmenter.segment(image)
+    assert result.label_map.shape == (37, 53)
+    assert result.logits.shape == (4, 37, 53)
+    assert result.label_map.min() >= 0 and result.label_map.max() <= 3
+    assert torch.equal(result.scores.argmax(0), torch.from_numpy(result.label_map))
+    assert sum(result.fractions().values()) == pytest.approx(1.0)
+
+
+def test_short_side_resize_works_at_its_own_size_and_answers_at_the_input_size(tiny_groupvit, tokenizer):
+    segmenter = ZeroShotSegmenter(
+        tiny_groupvit, ["cat", "dog"], template="a photo of a {}.", tokenizer=tokenizer, short_side=32
+    )
+    result = segmenter.segment(np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    assert result.logits.shape == (3, 32, 48)
+    assert result.label_map.shape == (20, 30)
+    assert result.scores.shape == (3, 20, 30)
+
+
+def test_a_batch_gives_the_same_results_as_single_images(tiny_groupvit, tokenizer):
+    segmenter = ZeroShotSegmenter(
+        tiny_groupvit, ["cat", "dog"], template="a photo of a {}.", tokenizer=tokenizer, short_side=None
+    )
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (24, 28, 3), dtype=np.uint8) for _ in range(3)]
+    batch = segmenter.segment_batch(images)
+    for image, together in zip(images, batch, strict=True):
+        alone = segmenter.segment(image)
+        torch.testing.assert_close(together.logits, alone.logits, rtol=1e-5, atol=1e-6)
+
+
+def test_class_embeddings_average_templates_in_eval_mode(tiny_groupvit, tokenizer):
+    model = tiny_groupvit.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    templates = ["a photo of a {}.", "a drawing of the {}."]
+    got = class_embeddings(model, ["cat", "dog"], templates, tokenizer=tokenizer)
+    assert model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # BatchNorm statistics untouched
+    model.eval()
+    with torch.no_grad():
+        per_template = torch.stack(
+            [model.encode_text(tokenizer([t.format(c) for t in templates], context_length=16)) for c in ["cat", "dog"]]
+        )
+    torch.testing.assert_close(got, F.normalize(per_template.mean(1), dim=-1))
+    assert not torch.allclose(got[0], per_template[0, 0])  # both templates really count

@@ -4,7 +4,9 @@
    has masks, used for scoring and nothing else.
 2. Score the untrained model (same seed, same initial weights) by zero-shot segmentation of the held-out
    scenes from the class names: the baseline that training must beat.
-3. Train GroupViT from scratch with the training engine (the same code path as ``annofree train``).
+3. Train GroupViT with the training engine (the same code path as ``annofree train``): from scratch, or
+   from the checkpoint that the recipe names in ``train.init_weights`` (itself trained from scratch on
+   captions by ``configs/groupvit/demo_pretrain.yaml``; see docs/learning.md for why).
 4. Score it again and write ``OUT/groupvit/results.json``, the weights (``OUT/groupvit`` is a run directory
    that ``annofree segment --weights`` accepts) and overlays of a few held-out scenes.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterable
 from importlib import resources
@@ -32,6 +35,7 @@ from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.methods.base import get_method
 from annofree.viz import overlay
 from annofree.weights import atomic_write
+from annofree.weights import load as annofree_load
 
 DEMO_CONFIG = "groupvit/demo.yaml"
 OVERLAYS = 6
@@ -43,7 +47,13 @@ def default_config_path() -> Path:
 
 
 def load_demo_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    return load_config(path or default_config_path(), list(overrides))
+    """The demo recipe with overrides; a relative ``train.init_weights`` is taken relative to the recipe file."""
+    path = Path(path or default_config_path())
+    config = load_config(path, list(overrides))
+    init = config["train"].get("init_weights")
+    if init and not Path(init).is_absolute() and not Path(init).exists():
+        config["train"]["init_weights"] = str((path.parent / init).resolve())
+    return config
 
 
 def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str, Path]:
@@ -117,10 +127,17 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
     log("[2/4] zero-shot segmentation of the held-out scenes by the untrained model")
     before = zero_shot_score(untrained_model(config), val_dir, evaluation, progress)
     log(f"      mIoU at random initialisation: {before['miou']:.3f}")
+    init_weights = config["train"].get("init_weights")
+    if init_weights:
+        start = zero_shot_score(annofree_load(init_weights), val_dir, evaluation, progress)
+        log(f"      mIoU of the starting checkpoint {init_weights}: {start['miou']:.3f}")
 
     run_dir = out / "groupvit"
+    if run_dir.exists():  # the demo's own previous result: start again from scratch
+        shutil.rmtree(run_dir)
     steps, batch = config["train"]["steps"], config["train"]["batch_size"]
-    log(f"[3/4] training GroupViT from scratch on captions only: {steps} steps of {batch} images")
+    start_from = f"from {init_weights}" if init_weights else "from scratch"
+    log(f"[3/4] training GroupViT {start_from} on captions only: {steps} steps of {batch} images")
     train_started = time.perf_counter()
     result = train(config, run_dir, data=pattern)
     train_seconds = time.perf_counter() - train_started
@@ -143,6 +160,8 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
         "val_images": after["num_images"],
         "evaluation": {**evaluation, "mode": "whole", "classes": list(after["per_class_iou"])},
         "weights": str(result.weights),
+        "init_weights": init_weights or None,
+        "miou_init_weights": start["miou"] if init_weights else None,
     }
     atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
     return results

@@ -105,9 +105,20 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     if method not in _BUILDERS:
         raise UserError(f"{path}: weights of unknown method {method!r}")
     model = _BUILDERS[method](config)
+    _load_state(model, state, f"{path}: weights do not match the stored {method} config")
+    return model.to(device).eval()
+
+
+def load_into(model: nn.Module, path: str | Path, method: str) -> None:
+    """Copy the weights at ``path`` into ``model`` (the same architecture), e.g. to fine-tune from them."""
+    state, stored, _ = read_weights(path)
+    if stored != method:
+        raise UserError(f"{path}: {stored} weights, but this is a {method} model")
+    _load_state(model, state, f"{path}: weights do not fit this {method} model (compare the model configs)")
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], message: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"{path}: weights do not match the stored {method} config ({first})") from None
-    return model.to(device).eval()
+        raise UserError(f"{message} ({str(exc).splitlines()[0]})") from None

@@ -2,34 +2,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from annofree import cli
-from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
-from annofree.weights import save_weights
+from tests.tiny import save_tiny_groupvit
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A tiny GroupViT with the real CLIP vocabulary (the CLI tokenizes class prompts with BPE)."""
-    torch.manual_seed(0)
-    config = GroupViTConfig(
-        image=ImageEncoderConfig(
-            img_size=32,
-            patch_size=4,
-            embed_dim=32,
-            depths=(1, 1, 1),
-            num_heads=(2, 2, 2),
-            num_group_tokens=(8, 4, 0),
-            num_output_groups=(8, 4),
-        ),
-        text=TextEncoderConfig(context_length=16, width=32, layers=1, heads=2),
-        embed_dim=16,
-        proj_hidden_dim=32,
-    )
-    model = GroupViT(config)
-    return save_weights(tmp_path_factory.mktemp("run") / "model.safetensors", model, "groupvit", config.to_dict())
+    return save_tiny_groupvit(tmp_path_factory.mktemp("run"))
 
 
 def annofree(monkeypatch, *argv) -> int:

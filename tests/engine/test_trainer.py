@@ -209,3 +209,27 @@ def test_log_records_are_json_lines(tmp_path: Path) -> None:
     train(toy_config(train={"steps": 2, "log_every": 1}), tmp_path / "run", data="toy")
     lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_init_weights_starts_from_trained_weights(tmp_path: Path) -> None:
+    first = train(toy_config(), tmp_path / "first", data="toy")
+    # lr 0 after warm-up from 0: the second run's weights stay exactly those it started from.
+    frozen = {"lr": 1e-12, "warmup_steps": 0, "warmup_lr": 0.0, "min_lr": 0.0, "weight_decay": 0.0}
+    second = train(
+        toy_config(optim=frozen, train={"steps": 2, "init_weights": str(tmp_path / "first")}),
+        tmp_path / "second",
+        data="toy",
+    )
+    for name, value in first.method.net.state_dict().items():
+        torch.testing.assert_close(second.method.net.state_dict()[name], value, rtol=0, atol=1e-9)
+
+
+def test_init_weights_that_do_not_fit_are_a_clear_error(tmp_path: Path) -> None:
+    from annofree.weights import save_weights
+
+    bad = tmp_path / "other.safetensors"
+    save_weights(bad, torch.nn.Linear(2, 2), "toy", {})
+    with pytest.raises(UserError, match="do not fit"):
+        train(toy_config(train={"init_weights": str(bad)}), tmp_path / "b", data="toy")
+    with pytest.raises(UserError, match="no weights file"):
+        train(toy_config(train={"init_weights": str(tmp_path / "missing")}), tmp_path / "c", data="toy")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.models import GroupViT
+from tests.tiny import tiny_groupvit as tiny_model
 
 
 def word_tokenizer(texts, context_length=77):
@@ -20,22 +21,7 @@ def word_tokenizer(texts, context_length=77):
 
 @pytest.fixture
 def tiny_groupvit() -> GroupViT:
-    torch.manual_seed(0)
-    config = GroupViTConfig(
-        image=ImageEncoderConfig(
-            img_size=32,
-            patch_size=4,
-            embed_dim=32,
-            depths=(1, 1, 1),
-            num_heads=(2, 2, 2),
-            num_group_tokens=(8, 4, 0),
-            num_output_groups=(8, 4),
-        ),
-        text=TextEncoderConfig(context_length=16, vocab_size=100, width=32, layers=1, heads=2),
-        embed_dim=16,
-        proj_hidden_dim=32,
-    )
-    return GroupViT(config).eval()
+    return tiny_model(vocab_size=100).eval()
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """``annofree demo [--out demo_out] [key=value ...]``: GroupViT learns to segment from captions alone.
 
-Renders synthetic captioned scenes, scores the untrained model, trains from scratch on the captions, scores
-again on held-out scenes and writes OUT/groupvit/results.json, the weights and overlays.
+Renders synthetic captioned scenes, scores the untrained model, trains on the captions (from scratch or from
+the recipe's starting checkpoint), scores again on held-out scenes and writes OUT/groupvit/results.json, the
+weights and overlays.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
         f"{results['pixel_accuracy']:.3f}; trained {results['train_seconds']:.0f} s on {results['train_images']} "
         "captioned images, no masks"
     )
+    if results["init_weights"]:
+        print(
+            f"(started from {results['init_weights']}, mIoU {results['miou_init_weights']:.3f}, which the "
+            "repository's recipe trained from scratch on captions: make reproduce-demo)"
+        )
     print(f"results: {run_dir / 'results.json'}   overlays: {run_dir}/scene_*.png")
     print(
         "Try it on your own image (it knows the shapes it saw: circle, square, triangle, star, heart, cross, "

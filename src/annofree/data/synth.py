@@ -113,6 +113,7 @@ class SceneConfig:
     min_radius: float = 0.14  # object radius as a fraction of the image size
     max_radius: float = 0.30
     min_visible: float = 0.45  # an occluded object keeps at least this fraction of its area
+    max_rotation: float = 25.0  # degrees either way from upright (objects in photos are mostly upright)
     classes: tuple[str, ...] = SHAPE_CLASSES
     caption_omit_prob: float = 0.0  # chance to leave an object out of the caption (noisy captions)
     noise_std: float = 6.0  # pixel noise added to the whole image
@@ -277,7 +278,8 @@ def _place_objects(rng: np.random.Generator, cfg: SceneConfig) -> tuple[list[dic
         for _ in range(20):  # rejection sampling of a placement that keeps everything visible enough
             r = rng.uniform(cfg.min_radius, cfg.max_radius) * size
             cx, cy = rng.uniform(r * 0.8, size - r * 0.8, 2)  # mostly inside the frame
-            mask = shape_mask(cfg.classes[kind], size, cx, cy, r, rng.uniform(0, 2 * math.pi))
+            angle = math.radians(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
+            mask = shape_mask(cfg.classes[kind], size, cx, cy, r, angle)
             new_owner = np.where(mask >= 0.5, len(masks), owner)
             areas = [((m >= 0.5).sum(), (new_owner == i).sum()) for i, m in enumerate([*masks, mask])]
             if all(full > 0 and seen >= cfg.min_visible * full for full, seen in areas):

@@ -77,6 +77,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
         "save_every": 1000,
         "tensorboard": True,
         "data": None,
+        "init_weights": None,
         "find_unused_parameters": False,
     },
 }
@@ -316,5 +317,11 @@ def resolve_engine_config(config: Mapping[str, Any]) -> dict[str, Any]:
         _check(isinstance(train[key], bool), f"train.{key}", "true or false", train[key])
     _check(
         train["data"] is None or isinstance(train["data"], str), "train.data", "null or a data pattern", train["data"]
+    )
+    _check(
+        train["init_weights"] is None or isinstance(train["init_weights"], str),
+        "train.init_weights",
+        "null or a weights path",
+        train["init_weights"],
     )
     return cfg

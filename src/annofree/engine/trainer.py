@@ -39,7 +39,7 @@ from annofree.engine.logging import RunLogger
 from annofree.engine.optim import build_optimizer, build_schedule
 from annofree.errors import UserError
 from annofree.methods.base import LoaderSpec, Method, get_method
-from annofree.weights import WEIGHTS_NAME
+from annofree.weights import WEIGHTS_NAME, load_into
 
 SKIPPED_KEY = "skipped"
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -214,7 +214,10 @@ class _Run:
         self.global_batch = train_cfg["batch_size"] * env.world_size * self.accum_steps
         # The same seed on every rank before building, so the initial weights do not depend on the world size.
         distributed.seed_everything(cfg["seed"])
-        self.method = method_cls(cfg).to(env.device)
+        self.method = method_cls(cfg)
+        if train_cfg["init_weights"]:  # start from trained weights (a resume then loads its own state over them)
+            load_into(self.method.deployable(), train_cfg["init_weights"], method_cls.name)
+        self.method.to(env.device)
         self.model = _wrap(self.method, env, train_cfg["find_unused_parameters"])
         self.optimizer = build_optimizer(
             self.method, optim_cfg, lr=float(optim_cfg["lr"]), no_weight_decay=self.method.no_weight_decay()

@@ -1,0 +1,65 @@
+"""The main job end to end, tiny: render, score untrained, train, score, write results, then segment with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+import annofree
+from annofree import cli
+
+TINY = [
+    "demo.train_images=48",
+    "demo.val_images=3",
+    "demo.image_size=32",
+    "data.image_size=32",
+    "model.image.img_size=32",
+    "model.image.embed_dim=32",
+    "model.image.num_group_tokens=[8,4,0]",
+    "model.image.num_output_groups=[8,4]",
+    "model.text.width=32",
+    "model.text.layers=1",
+    "model.proj_hidden_dim=32",
+    "model.embed_dim=16",
+    "train.steps=3",
+    "train.batch_size=8",
+    "train.num_workers=0",
+    "train.log_every=1",
+]
+
+
+def test_demo_trains_scores_and_leaves_weights_that_segment(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    assert cli.main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
+    printed = capsys.readouterr().out
+    run_dir = out / "groupvit"
+    results = json.loads((run_dir / "results.json").read_text())
+    for key in ("miou", "miou_random_init", "pixel_accuracy", "train_seconds", "train_images"):
+        assert key in results, key
+    assert results["train_images"] == 3 * 8 and 0.0 <= results["miou"] <= 1.0
+    assert f"{results['miou']:.3f}" in printed and "annofree segment" in printed
+    assert len(list(run_dir.glob("scene_*.png"))) == 3
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+
+    model = annofree.load(run_dir)  # the run directory is the weights
+    assert model.config.image.img_size == 32
+
+    image = tmp_path / "mine.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
+    seg = tmp_path / "seg"
+    code = cli.main(["segment", str(image), "--weights", str(run_dir), "--classes", "circle,star", "--short-side",
+                     "32", "--out", str(seg)])  # fmt: skip
+    assert code == 0
+    assert np.asarray(Image.open(seg / "mine.png")).shape == (40, 50)
+
+
+def test_a_second_run_reuses_the_rendered_scenes(tmp_path):
+    out = tmp_path / "demo_out"
+    assert cli.main(["demo", "--out", str(out), "--no-progress", *TINY]) == 0
+    stamp = (out / "data" / "train" / "000000.tar").stat().st_mtime_ns
+    assert cli.main(["demo", "--out", str(out), "--no-progress", *TINY, "train.steps=1"]) == 0
+    assert (out / "data" / "train" / "000000.tar").stat().st_mtime_ns == stamp

@@ -1,0 +1,39 @@
+"""The tiny GroupViT shared by the tests (32x32 images, 8 then 4 groups, 16-token text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.weights import save_weights
+
+
+def tiny_groupvit_config(vocab_size: int = 49408) -> GroupViTConfig:
+    """``vocab_size`` 49408 takes CLIP's BPE ids (the CLI tokenizes); a small one suits stand-in tokenizers."""
+    return GroupViTConfig(
+        image=ImageEncoderConfig(
+            img_size=32,
+            patch_size=4,
+            embed_dim=32,
+            depths=(1, 1, 1),
+            num_heads=(2, 2, 2),
+            num_group_tokens=(8, 4, 0),
+            num_output_groups=(8, 4),
+        ),
+        text=TextEncoderConfig(context_length=16, vocab_size=vocab_size, width=32, layers=1, heads=2),
+        embed_dim=16,
+        proj_hidden_dim=32,
+    )
+
+
+def tiny_groupvit(seed: int = 0, vocab_size: int = 49408) -> GroupViT:
+    torch.manual_seed(seed)
+    return GroupViT(tiny_groupvit_config(vocab_size))
+
+
+def save_tiny_groupvit(run_dir: Path, seed: int = 0) -> Path:
+    """A run directory holding the tiny model's weights; returns the weights file."""
+    model = tiny_groupvit(seed)
+    return save_weights(Path(run_dir) / "model.safetensors", model, "groupvit", model.config.to_dict())

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from braceexpand import braceexpand
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -437,7 +438,12 @@ def image_text_batches(
     if spec.num_workers == 0:
         return (batch for _, batch in stream if isinstance(batch, Batch))
     # The stream batches by itself; `_unchanged` keeps the DataLoader from converting arrays in the batches.
-    loader = DataLoader(stream, batch_size=None, num_workers=spec.num_workers, collate_fn=_unchanged)
+    # Its own generator: creating the workers must not draw from the global torch RNG, which the training
+    # step uses (Gumbel noise, drop path); else a resumed run, which starts a loader mid-epoch, would diverge.
+    generator = torch.Generator().manual_seed(derive_seed("loader", spec.seed, spec.epoch, spec.rank) % 2**63)
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=spec.num_workers, collate_fn=_unchanged, generator=generator
+    )
     return _round_robin(loader, spec.num_workers, resuming=spec.skip_batches > 0)
 
 

@@ -104,3 +104,37 @@ def test_evaluate_folder_limit_and_errors(tmp_path):
     write_segmentation_sample(only_background, "a", np.zeros((8, 16, 3), dtype=np.uint8), _label(0, 0))
     with pytest.raises(UserError, match="only the background"):
         evaluate_folder(model, only_background, tokenizer=model.tokenize)
+
+
+def test_batched_evaluation_equals_one_image_at_a_time(tiny_groupvit_bpe):
+    from annofree.evaluation.folder import evaluate_samples
+    from annofree.inference.zero_shot import ZeroShotSegmenter
+
+    rng = np.random.default_rng(0)
+    sizes = [(32, 32)] * 5 + [(24, 40)] * 3 + [(32, 32)] * 2  # size changes split the batches
+    samples = [
+        (f"s{i}", rng.integers(0, 256, (*hw, 3), dtype=np.uint8), rng.integers(0, 3, hw, dtype=np.uint8))
+        for i, hw in enumerate(sizes)
+    ]
+    segmenter = ZeroShotSegmenter(tiny_groupvit_bpe, ["circle", "star"], bg_thresh=0.3, short_side=None)
+    names = ["background", "circle", "star"]
+    one = evaluate_samples(segmenter, samples, names, progress=False, batch_size=1)
+    batched = evaluate_samples(segmenter, samples, names, progress=False, batch_size=4)
+    assert one == batched and one["num_images"] == 10
+
+
+def test_a_label_of_the_wrong_size_names_the_sample(tiny_groupvit_bpe):
+    from annofree.evaluation.folder import evaluate_samples
+    from annofree.inference.zero_shot import ZeroShotSegmenter
+
+    segmenter = ZeroShotSegmenter(tiny_groupvit_bpe, ["circle"], short_side=None)
+    samples = [("odd", np.zeros((32, 32, 3), np.uint8), np.zeros((30, 32), np.uint8))]
+    with pytest.raises(UserError, match="odd: label size"):
+        evaluate_samples(segmenter, samples, ["background", "circle"], progress=False)
+
+
+@pytest.fixture
+def tiny_groupvit_bpe():
+    from tests.tiny import tiny_groupvit
+
+    return tiny_groupvit().eval()

@@ -8,7 +8,7 @@ Label value 255 is ignored.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,23 +51,39 @@ def evaluate_samples(
     total: int | None = None,
     progress: bool = True,
     ignore_index: int = 255,
+    batch_size: int = 16,
 ) -> dict[str, Any]:
     """Segment each ``(name, image, label)`` and score it; label ids index ``class_names``.
 
-    The segmenter's label ids must match the data set's (background first when it has one).
+    The segmenter's label ids must match the data set's (background first when it has one). Consecutive
+    images of one size are segmented ``batch_size`` at a time (the results equal one-by-one segmentation).
     """
     matrix = ConfusionMatrix(len(class_names), ignore_index=ignore_index)
     count = 0
-    for name, image, label in tqdm(samples, total=total, desc="evaluate", unit="img", disable=not progress):
+    with tqdm(total=total, desc="evaluate", unit="img", disable=not progress) as bar:
+        for batch in _same_size_batches(samples, batch_size):
+            results = segmenter.segment_batch([image for _, image, _ in batch])
+            for (name, _, label), result in zip(batch, results, strict=True):
+                try:
+                    matrix.update(result.label_map, label)
+                except ValueError as exc:
+                    raise UserError(f"{name}: {exc}") from None
+            count += len(batch)
+            bar.update(len(batch))
+    return summarize(matrix, class_names, count)
+
+
+def _same_size_batches(samples: Iterable[Sample], batch_size: int) -> Iterator[list[Sample]]:
+    batch: list[Sample] = []
+    for name, image, label in samples:
         if tuple(label.shape[:2]) != tuple(image.shape[:2]):
             raise UserError(f"{name}: label size {label.shape[:2]} differs from image size {image.shape[:2]}")
-        result = segmenter.segment(image)
-        try:
-            matrix.update(result.label_map, label)
-        except ValueError as exc:
-            raise UserError(f"{name}: {exc}") from None
-        count += 1
-    return summarize(matrix, class_names, count)
+        if batch and (image.shape != batch[0][1].shape or len(batch) == batch_size):
+            yield batch
+            batch = []
+        batch.append((name, image, label))
+    if batch:
+        yield batch
 
 
 def evaluate_folder(

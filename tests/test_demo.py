@@ -63,3 +63,18 @@ def test_a_second_run_reuses_the_rendered_scenes(tmp_path):
     stamp = (out / "data" / "train" / "000000.tar").stat().st_mtime_ns
     assert cli.main(["demo", "--out", str(out), "--no-progress", *TINY, "train.steps=1"]) == 0
     assert (out / "data" / "train" / "000000.tar").stat().st_mtime_ns == stamp
+
+
+def test_demo_from_a_checkpoint_also_runs_briefly_from_scratch(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert cli.main(["demo", "--out", str(first), "--no-progress", *TINY]) == 0
+    out = tmp_path / "demo_out"
+    start = first / "groupvit"
+    args = [*TINY, f"train.init_weights={start}", "+demo.scratch={train: {steps: 2}}"]
+    assert cli.main(["demo", "--out", str(out), "--no-progress", *args]) == 0
+    results = json.loads((out / "groupvit" / "results.json").read_text())
+    assert results["init_weights"] == str(start)
+    assert results["miou_init_weights"] == json.loads((start / "results.json").read_text())["miou"]
+    assert results["scratch_run"]["train_steps"] == 2 and results["train_steps"] == 3
+    assert (out / "groupvit_scratch" / "model.safetensors").is_file()
+    assert "make reproduce-demo" in capsys.readouterr().out

@@ -27,7 +27,8 @@ from PIL import Image
 
 from annofree.data.folder import SegmentationFolder
 from annofree.data.synth import SceneConfig, write_scenes
-from annofree.engine.config import load_config
+from annofree.engine.config import load_config, merge
+from annofree.engine.logging import read_log
 from annofree.engine.trainer import train
 from annofree.errors import UserError
 from annofree.evaluation.folder import evaluate_folder
@@ -112,56 +113,92 @@ def write_overlays(model: torch.nn.Module, val_dir: Path, out: Path, evaluation:
 
 
 def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = True, log=print) -> dict[str, Any]:
-    """Render, score at initialisation, train, score again; returns (and writes) the results."""
+    """Render, score at initialisation, train, score again; returns (and writes) the results.
+
+    When the recipe starts from a checkpoint (``train.init_weights``), a short from-scratch run
+    (``demo.scratch``: config sections merged over the recipe) comes first, so that the user sees training
+    from nothing move the loss, and its score is reported beside the others.
+    """
     out = Path(out)
     demo = config.get("demo") or {}
     missing = {"train_images", "val_images", "image_size", "data_seed", "eval"} - set(demo)
     if missing:
         raise UserError(f"the demo config lacks demo.{', demo.'.join(sorted(missing))}")
     evaluation = dict(demo["eval"])
+    init_weights = config["train"].get("init_weights")
+    phases = 5 if init_weights else 4
     started = time.perf_counter()
-    log(f"[1/4] rendering {demo['train_images']} captioned training scenes and {demo['val_images']} held-out ones")
+    log(f"[1/{phases}] rendering {demo['train_images']} captioned training scenes, {demo['val_images']} held-out")
     pattern, val_dir = prepare_scenes(out / "data", demo, progress)
     render_seconds = time.perf_counter() - started
 
-    log("[2/4] zero-shot segmentation of the held-out scenes by the untrained model")
+    log(f"[2/{phases}] zero-shot segmentation of the held-out scenes by the untrained model")
     before = zero_shot_score(untrained_model(config), val_dir, evaluation, progress)
     log(f"      mIoU at random initialisation: {before['miou']:.3f}")
-    init_weights = config["train"].get("init_weights")
+    results: dict[str, Any] = {}
     if init_weights:
+        scratch_config = merge(config, demo.get("scratch") or {})
+        scratch_config["train"] = {**scratch_config["train"], "init_weights": None}  # from nothing
+        log(f"[3/{phases}] a short run from scratch: {_run_size(scratch_config)} (the loss moves; shapes take longer)")
+        scratch = _train_and_score(scratch_config, out / "groupvit_scratch", pattern, val_dir, evaluation, progress)
+        log(f"      loss {scratch['loss_first']:.2f} -> {scratch['loss_last']:.2f}, mIoU {scratch['miou']:.3f}")
         start = zero_shot_score(annofree_load(init_weights), val_dir, evaluation, progress)
-        log(f"      mIoU of the starting checkpoint {init_weights}: {start['miou']:.3f}")
+        log(f"      the recipe's checkpoint {init_weights} (trained from scratch, make reproduce-demo): "
+            f"mIoU {start['miou']:.3f}")  # fmt: skip
+        results.update(scratch_run=scratch, init_weights=init_weights, miou_init_weights=start["miou"])
 
     run_dir = out / "groupvit"
-    if run_dir.exists():  # the demo's own previous result: start again from scratch
-        shutil.rmtree(run_dir)
-    steps, batch = config["train"]["steps"], config["train"]["batch_size"]
-    start_from = f"from {init_weights}" if init_weights else "from scratch"
-    log(f"[3/4] training GroupViT {start_from} on captions only: {steps} steps of {batch} images")
-    train_started = time.perf_counter()
-    result = train(config, run_dir, data=pattern)
-    train_seconds = time.perf_counter() - train_started
-
-    log("[4/4] zero-shot segmentation of the held-out scenes by the trained model")
-    model = result.method.deployable().cpu()
-    after = zero_shot_score(model, val_dir, evaluation, progress)
+    log(f"[{phases - 1}/{phases}] training GroupViT {'on from the checkpoint' if init_weights else 'from scratch'} "
+        f"on captions only: {_run_size(config)}")  # fmt: skip
+    final = _train_and_score(config, run_dir, pattern, val_dir, evaluation, progress)
+    log(f"[{phases}/{phases}] mIoU {final['miou']:.3f}; overlays of held-out scenes in {run_dir}")
+    model = annofree_load(run_dir)
     write_overlays(model, val_dir, run_dir, evaluation, OVERLAYS)
     results = {
-        "miou": after["miou"],
+        "miou": final["miou"],
         "miou_random_init": before["miou"],
-        "pixel_accuracy": after["pixel_accuracy"],
+        "pixel_accuracy": final["pixel_accuracy"],
         "pixel_accuracy_random_init": before["pixel_accuracy"],
-        "per_class_iou": after["per_class_iou"],
-        "train_seconds": round(train_seconds, 1),
-        "train_images": steps * batch * config["optim"]["accum_steps"],
-        "train_steps": steps,
+        "per_class_iou": final["per_class_iou"],
+        "train_seconds": final["train_seconds"],
+        "train_images": final["train_images"],
+        "train_steps": final["train_steps"],
+        "loss_first": final["loss_first"],
+        "loss_last": final["loss_last"],
         "render_seconds": round(render_seconds, 1),
+        "val_images": final["num_images"],
+        "evaluation": {**evaluation, "mode": "whole", "classes": list(final["per_class_iou"])},
+        "weights": str(run_dir / "model.safetensors"),
+        "init_weights": None,
+        "miou_init_weights": None,
+        **results,
         "total_seconds": round(time.perf_counter() - started, 1),
-        "val_images": after["num_images"],
-        "evaluation": {**evaluation, "mode": "whole", "classes": list(after["per_class_iou"])},
-        "weights": str(result.weights),
-        "init_weights": init_weights or None,
-        "miou_init_weights": start["miou"] if init_weights else None,
     }
     atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
     return results
+
+
+def _run_size(config: dict[str, Any]) -> str:
+    return f"{config['train']['steps']} steps of {config['train']['batch_size']} images"
+
+
+def _train_and_score(
+    config: dict[str, Any], run_dir: Path, pattern: str, val_dir: Path, evaluation: dict[str, Any], progress: bool
+) -> dict[str, Any]:
+    """Train into ``run_dir`` (replacing the demo's previous result there), then score zero-shot segmentation."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    began = time.perf_counter()
+    result = train(config, run_dir, data=pattern)
+    seconds = time.perf_counter() - began
+    score = zero_shot_score(result.method.deployable().cpu(), val_dir, evaluation, progress)
+    losses = [r["loss"] for r in read_log(run_dir / "log.jsonl") if "loss" in r]
+    steps = config["train"]["steps"]
+    return {
+        **{key: score[key] for key in ("miou", "pixel_accuracy", "per_class_iou", "num_images")},
+        "train_seconds": round(seconds, 1),
+        "train_steps": steps,
+        "train_images": steps * config["train"]["batch_size"] * config["optim"]["accum_steps"],
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+    }

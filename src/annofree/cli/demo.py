@@ -43,10 +43,11 @@ def run(args: argparse.Namespace) -> int:
         "captioned images, no masks"
     )
     if results["init_weights"]:
-        print(
-            f"(started from {results['init_weights']}, mIoU {results['miou_init_weights']:.3f}, which the "
-            "repository's recipe trained from scratch on captions: make reproduce-demo)"
-        )
+        scratch = results["scratch_run"]
+        print(f"It started from {results['init_weights']} (mIoU {results['miou_init_weights']:.3f}), which the "
+              "repository's recipe trained from scratch on captions (make reproduce-demo). This demo's own run "
+              f"from scratch: loss {scratch['loss_first']:.2f} -> {scratch['loss_last']:.2f} in "
+              f"{scratch['train_seconds']:.0f} s, mIoU {scratch['miou']:.3f} (see docs/learning.md).")  # fmt: skip
     print(f"results: {run_dir / 'results.json'}   overlays: {run_dir}/scene_*.png")
     print(
         "Try it on your own image (it knows the shapes it saw: circle, square, triangle, star, heart, cross, "

@@ -182,3 +182,16 @@ def test_no_network_access_in_process(monkeypatch):
     tokens = ClipTokenizer().tokenize([caption, *prompts])
     assert extract_nouns(caption) == ["boy", "bicycle", "car"]
     assert tokens.shape == (4, 77)
+
+
+@pytest.mark.parametrize(
+    ("caption", "nouns"),
+    [
+        ("a red cross on grass", ["cross", "grass"]),  # the tagger says VB after an adjective
+        ("the cross", ["cross"]),
+        ("they cross the road", ["road"]),  # a real verb stays out
+        ("the dogs run on the grass", ["dog", "grass"]),
+    ],
+)
+def test_nouns_the_tagger_misreads_as_verbs_after_a_determiner_are_kept(caption, nouns):
+    assert extract_nouns(caption) == nouns

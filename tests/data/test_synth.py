@@ -71,3 +71,18 @@ def test_write_scenes_is_deterministic_whatever_the_number_of_workers(tmp_path):
 def test_write_scenes_rejects_an_empty_request(tmp_path):
     with pytest.raises(ValueError, match="positive number"):
         write_scenes(tmp_path, train=0, val=0)
+
+
+def typical_share(prob: float) -> float:
+    from annofree.data.synth import TYPICAL_COLOURS
+
+    objects = [o for i in range(150) for o in render_scene(scene_rng(2, "train", i), SceneConfig(
+        size=32, typical_colour_prob=prob)).objects]  # fmt: skip
+    return sum(o["colour"] == TYPICAL_COLOURS[o["class"]] for o in objects) / len(objects)
+
+
+def test_classes_take_their_typical_colour_as_often_as_asked():
+    # Always asked: only a background of the same colour forces another; never asked: 1 in 12 by chance.
+    assert typical_share(1.0) > 0.85
+    assert typical_share(0.0) < 0.2
+    assert 0.55 < typical_share(0.7) < 0.8

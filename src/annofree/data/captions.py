@@ -121,6 +121,8 @@ NOUN_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS"})
 # The official GroupViT code keeps these verb tags as well (keep_verbs=True).
 VERB_TAGS = frozenset({"VB", "VBD", "VBG", "VBN", "VBP", "VBZ"})
 PLURAL_TAGS = frozenset({"NNS", "NNPS"})
+BASE_VERB_TAGS = frozenset({"VB", "VBP"})
+NOUN_PHRASE_TAGS = frozenset({"DT", "JJ", "PRP$", "CD"})
 NOUN_CACHE_SIZE = 65_536
 
 # A kept word starts with a letter and holds only letters, marks, digits, hyphens and apostrophes: this
@@ -150,8 +152,13 @@ def _nouns(caption: str, keep_verbs: bool) -> tuple[str, ...]:
     tag, singularize = _tagger()
     keep = NOUN_TAGS | VERB_TAGS if keep_verbs else NOUN_TAGS
     nouns: dict[str, None] = {}  # an ordered set: first appearance wins
+    previous = ""
     for word, pos in tag(caption.translate(_APOSTROPHES)):
-        if pos not in keep or _WORD.fullmatch(word) is None:
+        # The tagger calls some nouns base-form verbs ("a red cross", "the cross" -> VB); a verb cannot follow
+        # a determiner, adjective, possessive or number, so such a word is taken as the noun it is.
+        misread = pos in BASE_VERB_TAGS and previous in NOUN_PHRASE_TAGS
+        previous = pos
+        if (pos not in keep and not misread) or _WORD.fullmatch(word) is None:
             continue
         word = word.lower()
         if pos in PLURAL_TAGS:

@@ -58,6 +58,20 @@ COLOURS = {
     "grey": (130, 130, 130),
 }
 
+# Like real object classes (grass is green, bananas are yellow), each shape class has a typical colour that
+# its objects take with probability SceneConfig.typical_colour_prob; otherwise any colour. Colour then
+# hints at the class but does not decide it, and shape must settle the rest.
+TYPICAL_COLOURS = {
+    "circle": "red",
+    "square": "blue",
+    "triangle": "yellow",
+    "star": "orange",
+    "heart": "pink",
+    "cross": "green",
+    "ring": "purple",
+    "crescent": "cyan",
+}
+
 TEXTURES = ("plain", "plain", "plain", "striped", "dotted", "checkered", "shaded")
 TEXTURE_WORDS = {"striped": "striped", "dotted": "spotted", "checkered": "checkered", "shaded": "shaded"}
 
@@ -114,6 +128,7 @@ class SceneConfig:
     max_radius: float = 0.30
     min_visible: float = 0.45  # an occluded object keeps at least this fraction of its area
     max_rotation: float = 25.0  # degrees either way from upright (objects in photos are mostly upright)
+    typical_colour_prob: float = 0.7  # chance that an object takes its class's typical colour
     classes: tuple[str, ...] = SHAPE_CLASSES
     caption_omit_prob: float = 0.0  # chance to leave an object out of the caption (noisy captions)
     noise_std: float = 6.0  # pixel noise added to the whole image
@@ -290,8 +305,12 @@ def _place_objects(rng: np.random.Generator, cfg: SceneConfig) -> tuple[list[dic
     return objects, np.stack(masks) if masks else np.zeros((0, size, size), np.float32), owner
 
 
-def _pick_colour(rng: np.random.Generator, behind: np.ndarray) -> tuple[str, np.ndarray]:
-    """A named colour that stands out from what lies behind the object."""
+def _pick_colour(rng: np.random.Generator, behind: np.ndarray, typical: str | None) -> tuple[str, np.ndarray]:
+    """A named colour that stands out from what lies behind the object: ``typical`` if it does, else any."""
+    if typical is not None:
+        colour = _jitter(rng, COLOURS[typical], 10)
+        if np.abs(colour - behind).mean() > 45:
+            return typical, colour
     names = list(COLOURS)
     for _ in range(20):
         name = names[int(rng.integers(len(names)))]
@@ -310,7 +329,8 @@ def render_scene(rng: np.random.Generator, cfg: SceneConfig) -> Scene:
     label = np.zeros((size, size), dtype=np.uint8)
     for i, (obj, mask) in enumerate(zip(objects, masks, strict=True)):
         behind = (image * mask[..., None]).sum(axis=(0, 1)) / max(mask.sum(), 1e-6)
-        obj["colour"], colour = _pick_colour(rng, behind)
+        typical = TYPICAL_COLOURS.get(obj["class"]) if rng.random() < cfg.typical_colour_prob else None
+        obj["colour"], colour = _pick_colour(rng, behind, typical)
         obj["texture"] = TEXTURES[int(rng.integers(len(TEXTURES)))]
         fill = texture(rng, obj["texture"], colour, size)
         image = image * (1 - mask[..., None]) + fill * mask[..., None]

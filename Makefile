@@ -26,7 +26,7 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# Retrains the demo's starting checkpoint from scratch (about 80 minutes on 2 CPU cores; a benchmark, not a test).
+# Retrains the demo's starting checkpoint from scratch (about 60 minutes on 2 CPU cores; a benchmark, not a test).
 reproduce-demo: setup
 	$(BIN)/annofree demo --config configs/groupvit/demo_pretrain.yaml --out reproduce_out
 

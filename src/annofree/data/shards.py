@@ -405,6 +405,7 @@ def image_text_batches(
     collate_fn: CollateFn,
     shuffle_buffer: int = 1000,
     exact_skip: bool = True,
+    require_caption: bool = True,
 ) -> Iterator[Batch]:
     """The batches of one epoch for one rank, read from the image-caption shards named by ``spec.data``.
 
@@ -421,6 +422,10 @@ def image_text_batches(
     decoding, which is much cheaper but exact only if no skipped sample was dropped after the caption
     check.
 
+    With ``require_caption=False`` (shards of images only) samples need no caption: ``caption`` is the
+    sample's caption text when it has one (stripped, bytes that are not UTF-8 replaced), else ``""``; only
+    ``missing_image``, decoding problems and ``sample_fn`` drop samples then.
+
     Shard files are checked now (``UserError`` naming what is missing); reading starts on iteration.
     See the module docstring for how the epoch is split between ranks and workers.
     """
@@ -434,7 +439,7 @@ def image_text_batches(
         raise ValueError(f"skip_batches must be >= 0, got {spec.skip_batches}")
     shards = expand_shards(spec.data)
     sizes = [os.path.getsize(path) for path in shards]
-    stream = _ImageTextStream(shards, sizes, spec, sample_fn, collate_fn, shuffle_buffer, exact_skip)
+    stream = _ImageTextStream(shards, sizes, spec, sample_fn, collate_fn, shuffle_buffer, exact_skip, require_caption)
     if spec.num_workers == 0:
         return (batch for _, batch in stream if isinstance(batch, Batch))
     # The stream batches by itself; `_unchanged` keeps the DataLoader from converting arrays in the batches.
@@ -482,6 +487,7 @@ class _ImageTextStream(IterableDataset):
         collate_fn: CollateFn,
         shuffle_buffer: int,
         exact_skip: bool,
+        require_caption: bool = True,
     ):
         super().__init__()
         self.shards = shards
@@ -491,6 +497,7 @@ class _ImageTextStream(IterableDataset):
         self.collate_fn = collate_fn
         self.shuffle_buffer = shuffle_buffer
         self.exact_skip = exact_skip
+        self.require_caption = require_caption
 
     def __iter__(self) -> Iterator[tuple[int, Batch | bool]]:
         info = get_worker_info()
@@ -521,7 +528,7 @@ class _ImageTextStream(IterableDataset):
         where = f"rank {spec.rank} consumer {consumer}"
         counter = _SkipCounter(where)
         own, shared = split_shards(self.shards, spec.seed, spec.epoch, consumer, consumers, self.sizes)
-        raw = _checked_samples(_raw_samples(own, shared, consumer, consumers), counter)
+        raw = _checked_samples(_raw_samples(own, shared, consumer, consumers), counter, self.require_caption)
         samples = _shuffled(
             raw, self.shuffle_buffer, random.Random(derive_seed("buffer", spec.seed, spec.epoch, consumer, consumers))
         )
@@ -584,14 +591,19 @@ def _raw_samples(
 
 
 def _checked_samples(
-    raw: Iterable[tuple[str, str, dict[str, bytes]]], counter: _SkipCounter
+    raw: Iterable[tuple[str, str, dict[str, bytes]]], counter: _SkipCounter, require_caption: bool = True
 ) -> Iterator[tuple[str, str, str, bytes, str]]:
     """``(shard, key, image extension, image bytes, caption)`` of the samples that have an image and a
-    non-empty UTF-8 caption; the others are counted (these checks need no decoding)."""
+    non-empty UTF-8 caption (without ``require_caption``: any caption or none, read as ``""``); the others
+    are counted (these checks need no decoding)."""
     for shard, key, files in raw:
         extension = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
         if extension is None:
             counter.add("missing_image", f"{shard}:{key}: no image ({'/'.join(IMAGE_EXTENSIONS)})")
+            continue
+        if not require_caption:
+            caption = files.get(CAPTION_EXTENSION, b"").decode("utf-8", errors="replace").strip()
+            yield shard, key, extension, files[extension], caption
             continue
         if CAPTION_EXTENSION not in files:
             counter.add("missing_caption", f"{shard}:{key}: no caption (.{CAPTION_EXTENSION})")

@@ -36,7 +36,14 @@ def _build_groupvit(config: dict[str, Any]) -> nn.Module:
     return GroupViT(GroupViTConfig.from_dict(config))
 
 
+def _build_densesiam(config: dict[str, Any]) -> nn.Module:
+    from annofree.models.densesiam import DenseSiam, DenseSiamConfig
+
+    return DenseSiam(DenseSiamConfig.from_dict(config))
+
+
 register_model("groupvit", _build_groupvit)
+register_model("densesiam", _build_densesiam)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -100,7 +107,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[s
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a deployable model (e.g. GroupViT) from a run directory or weights file, in eval mode."""
+    """Load a deployable model (GroupViT, DenseSiam) from a run directory or weights file, in eval mode."""
     state, method, config = read_weights(path)
     if method not in _BUILDERS:
         raise UserError(f"{path}: weights of unknown method {method!r}")

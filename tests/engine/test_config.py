@@ -142,6 +142,8 @@ def test_engine_sections_are_validated() -> None:
         ({"train": {"steps": 3}, "optim": {"lr": "1e-3"}}, "optim.lr: must be a positive number"),
         ({"train": {"steps": 3}, "optim": {"accum_steps": 0}}, "optim.accum_steps"),
         ({"train": {"steps": 3}, "optim": {"betas": [0.9]}}, "optim.betas"),
+        ({"train": {"steps": 3}, "optim": {"name": "lamb"}}, "optim.name: must be adamw | sgd"),
+        ({"train": {"steps": 3}, "optim": {"momentum": 1.0}}, r"optim.momentum: must be a number in \[0, 1\)"),
         ({"train": {"steps": 3, "tensorboard": "yes"}}, "train.tensorboard: must be true or false"),
     ]
     for config, message in cases:

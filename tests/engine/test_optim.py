@@ -100,3 +100,15 @@ def test_build_from_optim_section() -> None:
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.95) and optimizer.param_groups[0]["eps"] == 1e-6
     schedule = build_schedule(optimizer, cfg, total_steps=10, global_batch=16)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02) == schedule.lr
+
+
+def test_sgd_with_momentum_and_a_fixed_rate() -> None:
+    cfg = {"name": "sgd", "lr": 0.05, "momentum": 0.8, "weight_decay": 1e-4, "warmup_steps": 0, "warmup_lr": 0.0,
+           "min_lr": 0.05, "lr_scale_batch": None}  # fmt: skip
+    optimizer = build_optimizer(Net(), cfg, lr=cfg["lr"])
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.8
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 0.0]
+    schedule = build_schedule(optimizer, cfg, total_steps=10, global_batch=16)
+    for _ in range(5):
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # min_lr = lr: no decay

@@ -64,3 +64,14 @@ def test_shape_checks() -> None:
         region_infonce(x, x, x, torch.randn(2, 4, 4))
     with pytest.raises(ValueError):
         region_infonce(x[0], x[0], x[0], x[0])
+
+
+def test_mask_averages_over_the_chosen_images_only() -> None:
+    torch.manual_seed(2)
+    p1, z1, p2, z2 = (torch.randn(3, 4, 5, requires_grad=True) for _ in range(4))
+    keep = torch.tensor([True, False, True])
+    masked = region_infonce(p1, z1, p2, z2, mask=keep)
+    torch.testing.assert_close(masked, region_infonce(p1[keep], z1[keep], p2[keep], z2[keep]))
+    none = region_infonce(p1, z1, p2, z2, mask=torch.zeros(3, dtype=torch.bool))
+    none.backward()
+    assert none.item() == 0.0 and not p1.grad.any()

@@ -18,8 +18,9 @@ every other section (``model``, ``data``, ``loss``, ...) and read them from the 
 ``method``
     The registered method name (``groupvit``, ...).
 ``optim``
-    ``lr`` peak learning rate; ``weight_decay`` (AdamW, never on 1-D parameters, biases and the
-    method's ``no_weight_decay()`` names); ``betas``; ``eps``; ``warmup_steps`` of linear warm-up
+    ``name`` adamw | sgd; ``lr`` peak learning rate; ``weight_decay`` (never on 1-D parameters,
+    biases and the method's ``no_weight_decay()`` names); ``betas``, ``eps`` (AdamW); ``momentum``
+    (SGD, as SimSiam and DenseSiam train); ``warmup_steps`` of linear warm-up
     from ``warmup_lr``, then a cosine to ``min_lr`` at the last step (per optimiser step);
     ``clip_grad`` maximum gradient norm (null: no clipping, the norm is still logged);
     ``accum_steps`` micro-batches per optimiser step; ``lr_scale_batch`` (optional): ``lr``,
@@ -56,10 +57,12 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "method": None,
     "optim": {
+        "name": "adamw",
         "lr": 1.0e-3,
         "weight_decay": 0.05,
         "betas": [0.9, 0.999],
         "eps": 1.0e-8,
+        "momentum": 0.9,
         "warmup_steps": 0,
         "warmup_lr": 0.0,
         "min_lr": 0.0,
@@ -82,6 +85,7 @@ ENGINE_DEFAULTS: dict[str, Any] = {
     },
 }
 
+OPTIMIZERS = ("adamw", "sgd")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -276,6 +280,9 @@ def resolve_engine_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
     _check(_is_int(cfg["seed"]) and 0 <= cfg["seed"] < 2**32 - 1024, "seed", "an integer in [0, 2**32)", cfg["seed"])
     _check(cfg["method"] is None or isinstance(cfg["method"], str), "method", "a method name", cfg["method"])
+    _check(optim["name"] in OPTIMIZERS, "optim.name", " | ".join(OPTIMIZERS), optim["name"])
+    momentum = optim["momentum"]
+    _check(_is_number(momentum) and 0 <= momentum < 1, "optim.momentum", "a number in [0, 1)", momentum)
     for key in ("lr", "eps"):
         _check(_is_number(optim[key]) and optim[key] > 0, f"optim.{key}", "a positive number", optim[key])
     for key in ("weight_decay", "warmup_lr", "min_lr"):

@@ -1,4 +1,5 @@
-"""AdamW with the usual weight-decay exclusions, and the per-step warm-up + cosine learning-rate schedule.
+"""AdamW (or SGD with momentum) with the usual weight-decay exclusions, and the per-step warm-up + cosine
+learning-rate schedule.
 
 Example:
     >>> from torch import nn
@@ -29,7 +30,7 @@ def decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str] = ()) 
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_weight_decay: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Two AdamW groups over the trainable parameters: with weight decay and without.
+    """Two optimiser groups over the trainable parameters: with weight decay and without.
 
     ``no_weight_decay`` names parameters as ``model.named_parameters()`` does; an unknown name is an
     error, since a typo would otherwise silently decay a parameter that should not be.
@@ -51,10 +52,16 @@ def param_groups(model: nn.Module, weight_decay: float, no_weight_decay: Iterabl
 
 
 def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], lr: float, no_weight_decay: Iterable[str] = ()):
-    """AdamW over ``param_groups`` at ``lr`` (the schedule then sets each step's rate)."""
+    """``optim_cfg["name"]`` (AdamW by default, or SGD with momentum) over ``param_groups`` at ``lr`` (the
+    schedule then sets each step's rate)."""
     groups = param_groups(model, float(optim_cfg["weight_decay"]), no_weight_decay)
     if not groups:
         raise ValueError("the method has no trainable parameters")
+    name = optim_cfg.get("name", "adamw")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=float(optim_cfg.get("momentum", 0.9)))
+    if name != "adamw":
+        raise ValueError(f"unknown optimiser {name!r} (adamw | sgd)")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim_cfg["betas"]), eps=float(optim_cfg["eps"]))
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from annofree.losses.siamese import masked_mean
+
 
 def region_infonce(
     p1: torch.Tensor,
@@ -31,6 +33,7 @@ def region_infonce(
     temperature: float = 0.1,
     normalize: bool = True,
     detach_target: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric per-image region InfoNCE.
 
@@ -40,6 +43,7 @@ def region_infonce(
         temperature: divides the similarities (0.1).
         normalize: L2-normalise every embedding first (cosine similarities).
         detach_target: stop the gradient through ``z1``, ``z2``.
+        mask: ``[B]`` bool, the images to average over (e.g. views that overlap); 0 when none is valid.
 
     Returns:
         The scalar loss.
@@ -49,10 +53,11 @@ def region_infonce(
             raise ValueError(f"{name} {tuple(t.shape)} must match p1 {tuple(p1.shape)}")
     if p1.ndim != 3:
         raise ValueError(f"expected [B, K, D] region embeddings, got {tuple(p1.shape)}")
-    return 0.5 * (
+    per_image = 0.5 * (
         _one_direction(p1, z2, temperature, normalize, detach_target)
         + _one_direction(p2, z1, temperature, normalize, detach_target)
     )
+    return masked_mean(per_image, mask)
 
 
 def _one_direction(p: torch.Tensor, z: torch.Tensor, temperature: float, normalize: bool, detach: bool) -> torch.Tensor:
@@ -61,7 +66,7 @@ def _one_direction(p: torch.Tensor, z: torch.Tensor, temperature: float, normali
     if normalize:
         p, z = F.normalize(p, dim=-1), F.normalize(z, dim=-1)
     logits = torch.einsum("bkd,bmd->bkm", p, z) / temperature  # [B, K, K]: region k of p vs all regions of z
-    return -logits.log_softmax(dim=-1).diagonal(dim1=-2, dim2=-1).mean()
+    return -logits.log_softmax(dim=-1).diagonal(dim1=-2, dim2=-1).mean(dim=-1)  # [B]
 
 
 __all__ = ["region_infonce"]

@@ -1,6 +1,7 @@
 """Models compute; they do not read files or configs. GroupViT; ResNet + FPN + heads for DenseSiam."""
 
 from annofree.models.config import GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.models.densesiam import DenseSiam, DenseSiamConfig
 from annofree.models.densesiam_heads import (
     DensePredictor,
     DenseProjector,
@@ -16,6 +17,8 @@ from annofree.models.resnet import ResNet, resnet18, resnet50
 __all__ = [
     "DensePredictor",
     "DenseProjector",
+    "DenseSiam",
+    "DenseSiamConfig",
     "FPNDecoder",
     "GlobalPredictor",
     "GlobalProjector",

@@ -1,4 +1,5 @@
-"""The tiny GroupViT shared by the tests (32x32 images, 8 then 4 groups, 16-token text)."""
+"""The tiny models shared by the tests: GroupViT (32x32 images, 8 then 4 groups, 16-token text) and DenseSiam
+(ResNet-18 with a 16-channel FPN and few clusters, no auxiliary or region heads)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.models import DenseSiam, DenseSiamConfig, GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
 from annofree.weights import save_weights
 
 
@@ -37,3 +38,17 @@ def save_tiny_groupvit(run_dir: Path, seed: int = 0) -> Path:
     """A run directory holding the tiny model's weights; returns the weights file."""
     model = tiny_groupvit(seed)
     return save_weights(Path(run_dir) / "model.safetensors", model, "groupvit", model.config.to_dict())
+
+
+def tiny_densesiam(seed: int = 0, clusters: int = 4) -> DenseSiam:
+    torch.manual_seed(seed)
+    config = DenseSiamConfig(
+        dense_dim=clusters, aux_dim=0, fpn_channels=16, dense_hidden=16, dense_pred_hidden=8, region_branch=False
+    )
+    return DenseSiam(config).eval()
+
+
+def save_tiny_densesiam(run_dir: Path, seed: int = 0, clusters: int = 4) -> Path:
+    """A run directory holding a tiny DenseSiam's weights; returns the weights file."""
+    model = tiny_densesiam(seed, clusters)
+    return save_weights(Path(run_dir) / "model.safetensors", model, "densesiam", model.config.to_dict())

@@ -1,9 +1,14 @@
-"""``annofree segment``: zero-shot segmentation of image files into the classes named on the command line.
+"""``annofree segment``: segment image files with GroupViT or DenseSiam weights (the weights decide).
 
-For each image NAME it writes NAME.png (uint8 class ids: 0 = background, i = i-th class given),
-NAME_overlay.png (the image with coloured classes and a legend) and NAME.json (classes, pixel fractions,
-size). A file that cannot be read is reported on one line and the others are still processed; the exit
-code is then 1.
+GroupViT (zero-shot, ``--classes`` required): for each image NAME it writes NAME.png (uint8 class ids:
+0 = background, i = i-th class given), NAME_overlay.png (the image with coloured classes and a legend) and
+NAME.json (classes, pixel fractions, size).
+
+DenseSiam (unsupervised, see :mod:`annofree.cli.clusters`): NAME.png (uint8 cluster ids) and
+NAME_overlay.png (legend of cluster ids); ``--classes`` is an error, since clusters have no names.
+
+A file that cannot be read is reported on one line and the others are still processed; the exit code is
+then 1.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from PIL import Image
 from annofree.errors import UserError
 from annofree.inference.zero_shot import BACKGROUND, SegmentationResult, ZeroShotSegmenter, check_class_names
 
+GROUPVIT_SHORT_SIDE = 448  # --short-side when not given; DenseSiam keeps the size
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -28,8 +34,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def add_inference_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the zero-shot segmenter (also used by ``annofree evaluate``)."""
-    parser.add_argument("--weights", required=True, help="GroupViT weights: a run directory or a .safetensors file")
+    """Options of the zero-shot segmenter (also used by ``annofree evaluate``); DenseSiam reads only
+    ``--weights``, ``--short-side`` and ``--device``."""
+    parser.add_argument(
+        "--weights", required=True, help="GroupViT or DenseSiam weights: a run directory or a .safetensors file"
+    )
     parser.add_argument(
         "--bg-thresh",
         type=float,
@@ -48,10 +57,10 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--short-side",
         type=int,
-        default=448,
+        default=None,
         metavar="N",
-        help="resize the shorter image side to N before inference, 0 to keep the size (default %(default)s); "
-        "results are always at the input's size",
+        help="resize the shorter image side to N before inference, 0 to keep the size (default: 448 for "
+        "GroupViT, keep for DenseSiam); results are always at the input's size",
     )
     parser.add_argument("--topk", type=int, default=5, help="classes kept by the image-level filter (default 5)")
     parser.add_argument(
@@ -75,23 +84,41 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def load_groupvit(weights: str | Path, device: torch.device):
-    """Load GroupViT weights for inference; a one-line error for anything else."""
-    from annofree.models import GroupViT
+def load_model(weights: str | Path, device: torch.device):
+    """Any deployable model (GroupViT, DenseSiam) for inference; the caller dispatches on its type."""
     from annofree.weights import load
 
-    model = load(weights, device=device)
+    return load(weights, device=device)
+
+
+def is_densesiam(model) -> bool:
+    from annofree.models.densesiam import DenseSiam
+
+    return isinstance(model, DenseSiam)
+
+
+def check_groupvit(model, weights: str | Path):
+    """``model`` itself when it is a GroupViT; a one-line error naming the weights otherwise."""
+    from annofree.models import GroupViT
+
     if not isinstance(model, GroupViT):
         raise UserError(f"{weights}: zero-shot segmentation needs GroupViT weights, not {type(model).__name__}")
     return model
+
+
+def check_short_side(args: argparse.Namespace, default: int | None) -> None:
+    """``--short-side``: unset -> the model kind's default; negative -> a one-line error."""
+    if args.short_side is None:
+        args.short_side = default or 0
+    if args.short_side < 0:
+        raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
 
 
 def segmenter_options(args: argparse.Namespace) -> dict:
     """Keyword arguments of ``ZeroShotSegmenter`` from the parsed options."""
     from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE
 
-    if args.short_side < 0:
-        raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
+    check_short_side(args, GROUPVIT_SHORT_SIDE)
     if args.mode == "slide" and (args.window < 1 or args.stride < 1):
         raise UserError(f"--window and --stride must be positive, got {args.window} and {args.stride}")
     return {
@@ -111,12 +138,16 @@ def segmenter_options(args: argparse.Namespace) -> dict:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "segment",
-        help="segment images into classes named in words (zero-shot, GroupViT)",
-        description="Zero-shot segmentation: for each image write NAME.png (class ids, 0 = background, "
-        "i = i-th class), NAME_overlay.png and NAME.json into --out.",
+        help="segment images into named classes (GroupViT) or into clusters (DenseSiam)",
+        description="GroupViT weights (zero-shot, --classes required): for each image write NAME.png (class ids, "
+        "0 = background, i = i-th class), NAME_overlay.png and NAME.json into --out. DenseSiam weights "
+        "(unsupervised, no --classes): NAME.png (cluster ids) and NAME_overlay.png; the GroupViT-only options "
+        "(--bg-thresh, --mode, --window, --stride, --topk, --prompts) are ignored.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
-    parser.add_argument("--classes", required=True, help='comma-separated class names, e.g. "cat,dog,grass"')
+    parser.add_argument(
+        "--classes", default=None, help='GroupViT only, required there: comma-separated class names, e.g. "cat,dog"'
+    )
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     add_inference_options(parser)
     parser.add_argument("--alpha", type=float, default=0.5, help="colour opacity of the overlay (default 0.5)")
@@ -194,32 +225,26 @@ def write_outputs(out_dir: Path, name: str, source: Path, image: np.ndarray, res
     atomic_write(out_dir / f"{name}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def run(args: argparse.Namespace) -> int:
-    from annofree.data.images import load_image
-
-    class_names = parse_classes(args.classes)
-    if not 0.0 <= args.alpha <= 1.0:
-        raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    files, errors = collect_images(args.images)
-    if not files:
-        raise UserError("; ".join(errors) if errors else "no images given")
-    options = segmenter_options(args)
-    model = load_groupvit(args.weights, resolve_device(args.device))
-    segmenter = ZeroShotSegmenter(model, class_names, **options)
-    out_dir = Path(args.out)
+def make_out_dir(text: str) -> Path:
+    out_dir = Path(text)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out_dir}: cannot create the directory ({exc.strerror or exc})") from None
+    return out_dir
 
+
+def process_images(files: Sequence[Path], errors: Sequence[str], out_dir: Path, work) -> int:
+    """Run ``work(path, name) -> report line`` on every file; a failed file is reported and skipped.
+
+    Returns the exit code: 1 when any input failed (including ``errors`` found while collecting), else 0.
+    """
     for message in errors:
         print(f"annofree: error: {message}", file=sys.stderr)
     failed = len(errors)
     for path, name in zip(files, output_names(files), strict=True):
         try:
-            image = load_image(path)
-            result = segmenter.segment(image)
-            write_outputs(out_dir, name, path, image, result, args.alpha)
+            report = work(path, name)
         except UserError as exc:
             print(f"annofree: error: {exc}", file=sys.stderr)
             failed += 1
@@ -228,8 +253,40 @@ def run(args: argparse.Namespace) -> int:
             print(f"annofree: error: {path}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
             failed += 1
             continue
-        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
-        print(f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}")
+        print(report)
     done = len(files) + len(errors) - failed
     print(f"segmented {done} of {len(files) + len(errors)} inputs into {out_dir}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    files, errors = collect_images(args.images)
+    if not files:
+        raise UserError("; ".join(errors) if errors else "no images given")
+    model = load_model(args.weights, resolve_device(args.device))
+    if is_densesiam(model):
+        from annofree.cli.clusters import segment_clusters
+
+        return segment_clusters(args, model, files, errors)
+    return _segment_zero_shot(args, check_groupvit(model, args.weights), files, errors)
+
+
+def _segment_zero_shot(args: argparse.Namespace, model, files: list[Path], errors: list[str]) -> int:
+    from annofree.data.images import load_image
+
+    if args.classes is None:
+        raise UserError('--classes is required with GroupViT weights (e.g. --classes "cat,dog,grass")')
+    class_names = parse_classes(args.classes)
+    segmenter = ZeroShotSegmenter(model, class_names, **segmenter_options(args))
+    out_dir = make_out_dir(args.out)
+
+    def work(path: Path, name: str) -> str:
+        image = load_image(path)
+        result = segmenter.segment(image)
+        write_outputs(out_dir, name, path, image, result, args.alpha)
+        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
+        return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}"
+
+    return process_images(files, errors, out_dir, work)

@@ -1,0 +1,88 @@
+"""Unsupervised segmentation with DenseSiam: every pixel gets the cluster id its projector channel argmax gives.
+
+The projector logits are computed at the working resolution (after the optional short-side resize), then
+resized bilinearly to the input's size before the argmax, so the cluster map always matches the input.
+Without a resize the result equals :meth:`DenseSiam.segment_clusters`.
+
+Example:
+    >>> segmenter = ClusterSegmenter(annofree.load("runs/ds"), short_side=320)  # doctest: +SKIP
+    >>> clusters = segmenter.segment(rgb_uint8)  # [H, W] int64, ids 0..num_clusters - 1  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from annofree.errors import UserError
+from annofree.inference.zero_shot import ImageLike, eval_mode, resize_short_side, to_pixel_batch, upsample_argmax
+
+
+def cluster_names(num_clusters: int) -> list[str]:
+    """Legend names of the cluster ids: ``["cluster 0", "cluster 1", ...]``."""
+    return [f"cluster {i}" for i in range(num_clusters)]
+
+
+def cluster_fractions(cluster_map: np.ndarray, num_clusters: int) -> np.ndarray:
+    """``[num_clusters]`` share of the map's pixels per cluster."""
+    counts = np.bincount(np.asarray(cluster_map).ravel(), minlength=num_clusters)
+    return counts / max(int(np.asarray(cluster_map).size), 1)
+
+
+class ClusterSegmenter:
+    """Segment images into a DenseSiam's clusters at their own resolution.
+
+    Args:
+        model: a ``DenseSiam`` (anything with ``dense_features``, ``projector`` and ``config.dense_dim``).
+        short_side: resize the shorter side to this before inference (``None``: keep the size).
+        images_per_batch: images per forward pass in :meth:`segment_batch`.
+    """
+
+    def __init__(self, model: nn.Module, short_side: int | None = None, images_per_batch: int = 8):
+        if short_side is not None and int(short_side) < 1:
+            raise UserError(f"short_side must be positive (or None), got {short_side}")
+        self.model = model
+        self.short_side = short_side
+        self.images_per_batch = max(1, int(images_per_batch))
+        self.num_clusters = int(model.config.dense_dim)
+
+    @property
+    def labels(self) -> list[str]:
+        return cluster_names(self.num_clusters)
+
+    def low_res_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` in [0, 1] -> projector logits ``[B, K, h, w]`` at the features' resolution."""
+        param = next(self.model.parameters())
+        pixels = pixels.to(device=param.device, dtype=torch.float32)
+        if self.short_side is not None:
+            pixels = resize_short_side(pixels, int(self.short_side))
+        with eval_mode(self.model):
+            # Kept at feature resolution: upsampling all K maps of a big photo at once would not fit.
+            return self.model.projector(self.model.dense_features(pixels.to(param.dtype))).float()
+
+    def segment_batch(self, images: ImageLike | Sequence[ImageLike]) -> list[np.ndarray]:
+        """Several images of one size -> one ``int64 [H, W]`` cluster map each."""
+        pixels = to_pixel_batch(images)
+        size = (int(pixels.shape[-2]), int(pixels.shape[-1]))
+        maps = []
+        for start in range(0, pixels.shape[0], self.images_per_batch):
+            for one in self.low_res_logits(pixels[start : start + self.images_per_batch]):
+                maps.append(upsample_argmax(one, size).cpu().numpy().astype(np.int64))
+        return maps
+
+    def segment(self, image: ImageLike) -> np.ndarray:
+        """One image (uint8 ``[H, W, 3]`` or float ``[3, H, W]`` in [0, 1]) -> ``int64 [H, W]`` cluster ids."""
+        return self.segment_batch([image])[0]
+
+
+def segment_clusters(
+    model: nn.Module, images: ImageLike | Sequence[ImageLike], short_side: int | None = None
+) -> list[np.ndarray]:
+    """Cluster maps of same-size images at their own resolution (see :class:`ClusterSegmenter`)."""
+    return ClusterSegmenter(model, short_side).segment_batch(images)
+
+
+__all__ = ["ClusterSegmenter", "cluster_fractions", "cluster_names", "segment_clusters"]

@@ -12,7 +12,7 @@ import torch
 
 from annofree.data.shards import ShardWriter
 from annofree.methods.base import LoaderSpec, get_method
-from annofree.methods.groupvit import NO_IDENTITY, SampleOptions, assignment_entropy, make_sample
+from annofree.methods.groupvit import NO_IDENTITY, SampleOptions, assignment_entropy, group_usage, make_sample
 
 TINY_MODEL = {
     "image": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depths": [1, 1, 1], "num_heads": [2, 2, 2],
@@ -106,6 +106,16 @@ def test_assignment_entropy_is_one_when_uniform_and_zero_when_hard():
     hard = torch.nn.functional.one_hot(torch.arange(10) % 4, 4).T[None].float()
     assert assignment_entropy(uniform).item() == pytest.approx(1.0)
     assert assignment_entropy(hard).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_group_usage_is_one_when_tokens_spread_and_zero_when_one_group_takes_all():
+    spread = torch.nn.functional.one_hot(torch.arange(12) % 4, 4).T[None].float()  # [1, G=4, N=12]
+    collapsed = torch.zeros(1, 4, 12)
+    collapsed[:, 2] = 1.0
+    assert group_usage(spread).item() == pytest.approx(1.0)
+    assert group_usage(collapsed).item() == pytest.approx(0.0, abs=1e-6)
+    # Confident assignments (assignment entropy 0) can still be collapsed: the two measure different things.
+    assert assignment_entropy(collapsed).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_corrupt_images_and_empty_captions_in_shards_are_skipped_and_counted(tmp_path):

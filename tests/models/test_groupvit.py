@@ -153,6 +153,28 @@ def test_model_runs_at_other_and_non_square_sizes(height: int, width: int) -> No
     assert torch.isfinite(out.group_embeds).all()
 
 
+def test_conv_stem_gives_the_patch_grid_and_trains() -> None:
+    model = tiny_model(stem="conv").train()
+    out = model.encode_groups(pixels(2, 48, 40))
+    assert out.grid == (48 // PATCH, 40 // PATCH)
+    out.group_embeds.sum().backward()
+    first_conv = model.img_encoder.patch_embed.proj[0]
+    assert first_conv.stride == (2, 2) and first_conv.weight.grad.abs().sum() > 0
+    strides = [m.stride[0] for m in model.img_encoder.patch_embed.proj if isinstance(m, nn.Conv2d)]
+    assert strides == [2, 2, 2, 1]  # three halvings for patch 8, then the 1x1 projection
+
+
+@pytest.mark.parametrize("patch", [3, 6])
+def test_conv_stem_needs_a_power_of_two_patch(patch: int) -> None:
+    with pytest.raises(ValueError, match="power-of-two"):
+        GroupViT(tiny_config(stem="conv", patch_size=patch, img_size=patch * 4))
+
+
+def test_unknown_stem_is_refused() -> None:
+    with pytest.raises(ValueError, match="stem"):
+        tiny_config(stem="hybrid")
+
+
 # ----------------------------------------------------------------------------- assignment
 
 
@@ -270,6 +292,17 @@ def test_model_assignment_is_random_in_training_only() -> None:
     assert not torch.allclose(first, second)
     assert torch.equal(first, replay)
     assert torch.equal(*evaluated)
+
+
+def test_without_gumbel_training_assignment_is_the_deterministic_argmax() -> None:
+    model = tiny_model(gumbel=False).train()
+    assigns = [layer.downsample.assign for layer in model.img_encoder.layers[:2]]
+    assert all(assign.hard and not assign.gumbel for assign in assigns)
+    images = pixels(2)
+    first, second = model.image_features(images), model.image_features(images)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    first.pow(2).sum().backward()  # the straight-through gradient still reaches the assignment
+    assert model.img_encoder.layers[0].downsample.assign.q_proj.weight.grad.abs().sum() > 0
 
 
 # ----------------------------------------------------------------------------- grouping maps

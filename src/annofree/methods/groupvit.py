@@ -129,6 +129,8 @@ class GroupViTMethod(Method):
             )
         out["logit_scale"] = model.scale().detach()
         out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
+        for stage, assignment in enumerate(encoded.soft_assignments, start=1):
+            out[f"group_usage_{stage}"] = group_usage(assignment).detach()
         out["skipped"] = batch["skipped"]
         return out
 
@@ -142,6 +144,17 @@ class GroupViTMethod(Method):
         # Position embeddings and group tokens are learned queries, not weights to shrink (as the reference).
         keys = ("pos_embed", "group_token", "positional_embedding")
         return {name for name, _ in self.named_parameters() if any(key in name for key in keys)}
+
+
+def group_usage(assignment: torch.Tensor) -> torch.Tensor:
+    """Mean over images of the entropy of the share of tokens each group takes (``[B, G, N]`` soft
+    assignment), divided by log G: 1 = tokens spread evenly over the groups, 0 = every token in one
+    group (group collapse: one segment per image, so zero-shot segmentation cannot work)."""
+    groups = assignment.shape[1]
+    if groups < 2:
+        return assignment.new_zeros(())
+    share = assignment.float().mean(dim=2).clamp_min(1e-9)  # [B, G]
+    return -(share * share.log()).sum(dim=1).mean() / np.log(groups)
 
 
 def assignment_entropy(assignment: torch.Tensor) -> torch.Tensor:

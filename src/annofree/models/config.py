@@ -14,6 +14,7 @@ class ImageEncoderConfig:
     img_size: int = 224
     patch_size: int = 16
     in_chans: int = 3
+    stem: str = "patch"  # "patch": the paper's linear patch projection; "conv": a small conv stem (ConvStem)
     embed_dim: int = 384
     depths: tuple[int, ...] = (6, 3, 3)
     num_heads: tuple[int, ...] = (6, 6, 6)
@@ -25,6 +26,7 @@ class ImageEncoderConfig:
     drop_path_rate: float = 0.1
     attn_drop_rate: float = 0.0
     hard_assignment: bool = True
+    gumbel: bool = True  # Gumbel noise on the assignment in training (the reference's `gumbel`); off: plain argmax
     gumbel_tau: float = 1.0
     assign_eps: float = 1.0
     layer_norm_eps: float = 1e-5
@@ -42,6 +44,8 @@ class ImageEncoderConfig:
             raise ValueError("num_output_groups needs one entry per grouping stage (stages - 1)")
         # transformers' configs carry one extra, unused entry for the last stage.
         self.num_output_groups = self.num_output_groups[: stages - 1]
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
 

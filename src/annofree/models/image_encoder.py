@@ -25,6 +25,35 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), grid
 
 
+class ConvStem(nn.Module):
+    """Patch tokens from a few strided 3x3 convolutions instead of one linear patch projection.
+
+    Not in the GroupViT paper: an option for small models trained on little data, where early
+    convolutions make a vision transformer learn shapes much sooner (Xiao et al., "Early Convolutions Help
+    Transformers See Better", NeurIPS 2021). Measured here in docs/learning.md. One stride-2 convolution
+    per factor 2 of the patch size, channels doubling up to dim / 2, then a 1x1 projection to dim.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
+        super().__init__()
+        steps = patch_size.bit_length() - 1
+        if patch_size < 2 or 2**steps != patch_size:
+            raise ValueError(f"stem 'conv' needs a power-of-two patch_size >= 2, got {patch_size}")
+        layers, channels = [], in_chans
+        for i in range(steps):
+            out = max(dim // 2 ** (steps - i), 16)
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            channels = out
+        layers.append(nn.Conv2d(channels, dim, kernel_size=1))
+        self.proj = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    forward = PatchEmbed.forward
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+
+
 class GroupingStage(nn.Module):
     """Transformer blocks over [image tokens, group tokens], then a grouping block (if any)."""
 
@@ -50,7 +79,7 @@ class GroupingStage(nn.Module):
                 cfg.num_output_groups[index],
                 mlp_ratio=cfg.assign_mlp_ratio,
                 hard=cfg.hard_assignment,
-                gumbel=cfg.hard_assignment,
+                gumbel=cfg.hard_assignment and cfg.gumbel,
                 tau=cfg.gumbel_tau,
                 assign_eps=cfg.assign_eps,
                 eps=eps,
@@ -86,7 +115,7 @@ class GroupViTImageEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         eps = cfg.layer_norm_eps
-        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim, eps)
+        self.patch_embed = STEMS[cfg.stem](cfg.patch_size, cfg.in_chans, cfg.embed_dim, eps)
         side = cfg.img_size // cfg.patch_size
         self.pos_embed = nn.Parameter(torch.zeros(1, side * side, cfg.embed_dim))
         rates = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()

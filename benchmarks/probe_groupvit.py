@@ -1,0 +1,92 @@
+"""Diagnose a GroupViT checkpoint on a segmentation folder (docs/learning.md uses these figures).
+
+Prints, for the held-out images:
+* image-level AUC of "a photo of a {class}." per class (does the model recognise the classes at all?);
+* eval-mode grouping per stage: how many groups the argmax uses per image and the mean largest soft
+  assignment (one or two groups per image = group collapse, and zero-shot segmentation cannot work);
+* zero-shot mIoU with the demo's settings (background threshold 0.9, top-5, whole image).
+
+    python benchmarks/probe_groupvit.py RUN_OR_WEIGHTS VAL_FOLDER [--images 300] [--bg-thresh 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from annofree.data.folder import SegmentationFolder
+from annofree.evaluation.folder import evaluate_folder
+from annofree.inference.zero_shot import class_embeddings, to_pixel_batch
+from annofree.weights import load
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Mann-Whitney AUC; NaN when a class is always or never present."""
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def grouping_stats(assignments: list[torch.Tensor]) -> list[dict[str, float]]:
+    """Per stage ([B, G, N] soft assignments): groups used by the argmax per image, largest soft weight."""
+    stats = []
+    for soft in assignments:
+        hard = torch.nn.functional.one_hot(soft.argmax(1), soft.shape[1])  # [B, N, G]
+        used = (hard.sum(1) > 0).sum(1).float().mean().item()
+        stats.append(
+            {
+                "groups": soft.shape[1],
+                "groups_used": round(used, 2),
+                "max_soft": round(soft.max(1).values.mean().item(), 3),
+            }
+        )
+    return stats
+
+
+def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
+    model = load(weights).eval()
+    folder = SegmentationFolder(root)
+    classes = folder.classes[1:]
+    pixels, present = [], []
+    for index, (_, image, label) in enumerate(folder):
+        if index >= images:
+            break
+        pixels.append(image)
+        present.append([(label == c + 1).any() for c in range(len(classes))])
+    present = np.array(present)
+    text = class_embeddings(model, classes, "a photo of a {}.")
+    with torch.no_grad():
+        batches = [model.normalize_pixels(to_pixel_batch(pixels[i : i + 64])) for i in range(0, len(pixels), 64)]
+        sims = torch.cat([model.encode_image(b) for b in batches]) @ text.T
+        stages = grouping_stats(model.encode_groups(batches[0]).soft_assignments)
+    aucs = {name: round(auc(sims[:, j].numpy(), present[:, j]), 3) for j, name in enumerate(classes)}
+    scores = evaluate_folder(
+        model, root, short_side=None, mode="whole", bg_thresh=bg_thresh, topk=5, limit=images, progress=False
+    )
+    return {
+        "class_auc_mean": round(float(np.nanmean(list(aucs.values()))), 3),
+        "class_auc": aucs,
+        "grouping": stages,
+        "miou": round(scores["miou"], 3),
+        "per_class_iou": scores["per_class_iou"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("weights")
+    parser.add_argument("folder")
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--bg-thresh", type=float, default=0.9)
+    args = parser.parse_args()
+    print(json.dumps(probe(args.weights, args.folder, args.images, args.bg_thresh), indent=1))
+
+
+if __name__ == "__main__":
+    main()

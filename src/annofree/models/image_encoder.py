@@ -29,9 +29,10 @@ class ConvStem(nn.Module):
     """Patch tokens from a few strided 3x3 convolutions instead of one linear patch projection.
 
     Not in the GroupViT paper: an option for small models trained on little data, where early
-    convolutions make a vision transformer learn shapes much sooner (Xiao et al., "Early Convolutions Help
-    Transformers See Better", NeurIPS 2021). Measured here in docs/learning.md. One stride-2 convolution
-    per factor 2 of the patch size, channels doubling up to dim / 2, then a 1x1 projection to dim.
+    convolutions are reported to make vision transformers train faster (Xiao et al., "Early Convolutions
+    Help Transformers See Better", NeurIPS 2021). On our synthetic scenes it did not prevent group
+    collapse (docs/learning.md); no recipe uses it yet. One stride-2 convolution per factor 2 of the patch
+    size, channels doubling up to dim / 2, then a 1x1 projection to dim.
     """
 
     def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):

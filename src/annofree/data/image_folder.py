@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 
 from annofree.data.images import decode_image
 from annofree.data.shards import (
@@ -43,6 +43,7 @@ from annofree.data.shards import (
     _unchanged,
     derive_seed,
     image_text_batches,
+    worker_stream,
 )
 from annofree.errors import UserError
 
@@ -190,24 +191,7 @@ class _FolderStream(IterableDataset):
         self.exact_skip = exact_skip
 
     def __iter__(self) -> Iterator[tuple[int, Batch | bool]]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        skip = self.spec.skip_batches
-        # The worker renumbering and resume reports of shards._ImageTextStream: DataLoader worker 0 (served first)
-        # holds batch `skip`; each worker skips its own share of the first `skip` batches (batch i is i % W's),
-        # then reports True (got past them) or False (ran out first) when resuming.
-        role = (worker + skip) % workers
-        own_skip = max(0, -(-(skip - role) // workers))
-        consumer = self.spec.rank * workers + role
-        reported = False
-        for batch in self._batches(consumer, self.spec.world_size * workers, own_skip):
-            if batch is not None:
-                yield worker, batch
-            elif skip > 0:
-                reported = True
-                yield worker, True
-        if skip > 0 and not reported:
-            yield worker, False
+        return worker_stream(self.spec, self._batches)
 
     def _batches(self, consumer: int, consumers: int, own_skip: int) -> Iterator[Batch | None]:
         """This consumer's batches after its ``own_skip`` skipped ones, preceded by one None once those are

@@ -475,6 +475,34 @@ def _round_robin(loader: DataLoader, workers: int, resuming: bool) -> Iterator[B
             return
 
 
+def worker_stream(
+    spec: LoaderSpec, batches: Callable[[int, int, int], Iterator[Batch | None]]
+) -> Iterator[tuple[int, Batch | bool]]:
+    """One rank's epoch as ``(DataLoader worker id, Batch | bool)`` items, run inside each worker.
+
+    ``batches(consumer, consumers, own_skip)`` yields a consumer's batches after its ``own_skip`` skipped
+    ones, preceded by one None once those are behind it. The workers are renumbered so that DataLoader
+    worker 0 (served first) holds batch ``spec.skip_batches``, the first one wanted; each then skips its
+    own batches among the first ``skip`` (batch i is worker i % W's). Resuming, each worker's first item
+    says whether it got past its skipped batches (True) or ran out before (False); see ``_round_robin``.
+    """
+    info = get_worker_info()
+    worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+    skip = spec.skip_batches
+    role = (worker + skip) % workers
+    own_skip = max(0, -(-(skip - role) // workers))
+    consumer = spec.rank * workers + role
+    reported = False
+    for batch in batches(consumer, spec.world_size * workers, own_skip):
+        if batch is not None:
+            yield worker, batch
+        elif skip > 0:
+            reported = True
+            yield worker, True
+    if skip > 0 and not reported:
+        yield worker, False
+
+
 class _ImageTextStream(IterableDataset):
     """One rank's epoch as an iterable of ``(DataLoader worker id, Batch)``, run in each worker."""
 
@@ -500,26 +528,7 @@ class _ImageTextStream(IterableDataset):
         self.require_caption = require_caption
 
     def __iter__(self) -> Iterator[tuple[int, Batch | bool]]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        skip = self.spec.skip_batches
-        # Renumber the workers so that DataLoader worker 0 (served first) holds batch `skip`, the first
-        # one wanted; each then skips its own batches among the first `skip` (batch i is worker i % W's).
-        role = (worker + skip) % workers
-        own_skip = max(0, -(-(skip - role) // workers))
-        consumer = self.spec.rank * workers + role
-        consumers = self.spec.world_size * workers
-        # Resuming with workers, each one's first item says whether it got past its skipped batches
-        # (True) or ran out before (False); see `_round_robin`.
-        reported = False
-        for batch in self._batches(consumer, consumers, own_skip):
-            if batch is not None:
-                yield worker, batch
-            elif skip > 0:
-                reported = True
-                yield worker, True
-        if skip > 0 and not reported:
-            yield worker, False
+        return worker_stream(self.spec, self._batches)
 
     def _batches(self, consumer: int, consumers: int, own_skip: int) -> Iterator[Batch | None]:
         """This consumer's batches after its ``own_skip`` skipped ones, preceded by one None once those

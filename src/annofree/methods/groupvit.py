@@ -149,7 +149,11 @@ class GroupViTMethod(Method):
 def group_usage(assignment: torch.Tensor) -> torch.Tensor:
     """Mean over images of the entropy of the share of tokens each group takes (``[B, G, N]`` soft
     assignment), divided by log G: 1 = tokens spread evenly over the groups, 0 = every token in one
-    group (group collapse: one segment per image, so zero-shot segmentation cannot work)."""
+    group (group collapse: one segment per image, so zero-shot segmentation cannot work).
+
+    Logged from the training forward, where a flat soft assignment scores near 1 even when its argmax
+    picks the same group for every token: eval-mode collapse shows only in the argmax groups, which
+    ``benchmarks/probe_groupvit.py`` counts (docs/learning.md)."""
     groups = assignment.shape[1]
     if groups < 2:
         return assignment.new_zeros(())

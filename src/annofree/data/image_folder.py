@@ -32,17 +32,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
 from annofree.data.images import decode_image
 from annofree.data.shards import (
     SHARD_SUFFIXES,
     Batch,
-    _round_robin,
     _SkipCounter,
-    _unchanged,
     derive_seed,
     image_text_batches,
+    stream_batches,
     worker_stream,
 )
 from annofree.errors import UserError
@@ -168,16 +167,7 @@ def _folder_batches(files: list[str], spec: LoaderSpec, size: int, exact_skip: b
             f"{len(files)} images cannot give each of the {consumers} readers (ranks x workers) "
             f"one batch of {spec.batch_size}"
         )
-    stream = _FolderStream(files, spec, size, exact_skip)
-    if spec.num_workers == 0:
-        return (batch for _, batch in stream if isinstance(batch, Batch))
-    # As in shards.py: the DataLoader gets its own generator, so that starting workers does not draw from the
-    # global torch RNG (the training step's), and `_round_robin` keeps the strict turn order that resume needs.
-    generator = torch.Generator().manual_seed(derive_seed("loader", spec.seed, spec.epoch, spec.rank) % 2**63)
-    loader = DataLoader(
-        stream, batch_size=None, num_workers=spec.num_workers, collate_fn=_unchanged, generator=generator
-    )
-    return _round_robin(loader, spec.num_workers, resuming=spec.skip_batches > 0)
+    return stream_batches(_FolderStream(files, spec, size, exact_skip), spec)
 
 
 class _FolderStream(IterableDataset):

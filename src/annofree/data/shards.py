@@ -440,6 +440,12 @@ def image_text_batches(
     shards = expand_shards(spec.data)
     sizes = [os.path.getsize(path) for path in shards]
     stream = _ImageTextStream(shards, sizes, spec, sample_fn, collate_fn, shuffle_buffer, exact_skip, require_caption)
+    return stream_batches(stream, spec)
+
+
+def stream_batches(stream: IterableDataset, spec: LoaderSpec) -> Iterator[Batch]:
+    """The batches of a stream of ``(worker id, Batch | bool)`` items (see ``worker_stream``), read in the
+    calling process or by ``spec.num_workers`` DataLoader workers taking strict turns."""
     if spec.num_workers == 0:
         return (batch for _, batch in stream if isinstance(batch, Batch))
     # The stream batches by itself; `_unchanged` keeps the DataLoader from converting arrays in the batches.

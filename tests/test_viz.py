@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annofree.viz import colorize, label_colors, overlay, palette
+from annofree.viz import colorize, label_colors, overlay, palette, side_by_side
 
 NAMES = ["background", "cat", "dog", "grass"]
 
@@ -81,3 +81,17 @@ def test_overlay_checks_its_inputs():
     with pytest.raises(ValueError, match="alpha"):
         overlay(image, labels, NAMES, alpha=2)
     assert overlay(Image.fromarray(image), labels, NAMES, legend=False).size == (10, 10)
+
+
+def test_side_by_side_enlarges_small_images_exactly_and_shows_truth_when_given():
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, 8:] = 255
+    predicted = np.zeros((16, 16), np.int64)
+    predicted[:, 8:] = 1
+    names = ["background", "thing"]
+    with_truth = side_by_side(image, predicted, names, truth=predicted.astype(np.uint8))
+    without = side_by_side(image, predicted, names)
+    first = np.asarray(with_truth)[:256, :256]
+    assert first.shape == (256, 256, 3)  # 16 px enlarged 16 times, nearest neighbour: the picture itself
+    assert (first[:, :128] == 0).all() and (first[:, 128:] == 255).all()
+    assert with_truth.width > without.width > 256 and with_truth.height == without.height

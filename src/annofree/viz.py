@@ -1,4 +1,4 @@
-"""Pictures of segmentations: a fixed palette, colour label maps and overlays with a legend."""
+"""Pictures of segmentations: a fixed palette, colour label maps, overlays with a legend, side-by-side panels."""
 
 from __future__ import annotations
 
@@ -154,4 +154,32 @@ def _with_legend(
     return canvas
 
 
-__all__ = ["BACKGROUND_COLOR", "colorize", "label_colors", "overlay", "palette"]
+def side_by_side(
+    image: np.ndarray,
+    predicted: np.ndarray,
+    class_names: Sequence[str],
+    truth: np.ndarray | None = None,
+    min_side: int = 256,
+    gap: int = 8,
+) -> Image.Image:
+    """image | prediction | ground truth (when given), each label map overlaid with its legend.
+
+    Small images are enlarged by an integer factor (nearest neighbour, so pixels stay exact) until their
+    longer side reaches ``min_side``, so that the legends stay readable.
+    """
+    scale = max(1, min_side // max(image.shape[:2]))
+    grow = np.ones((scale, scale), dtype=np.uint8)
+    big = np.kron(image, grow[..., None])
+    panels = [Image.fromarray(big), overlay(big, np.kron(predicted, grow), class_names)]
+    if truth is not None:
+        panels.append(overlay(big, np.kron(truth, grow), class_names))
+    canvas = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), max(p.height for p in panels)),
+                       "white")  # fmt: skip
+    x = 0
+    for panel in panels:
+        canvas.paste(panel, (x, 0))
+        x += panel.width + gap
+    return canvas
+
+
+__all__ = ["BACKGROUND_COLOR", "colorize", "label_colors", "overlay", "palette", "side_by_side"]

@@ -33,9 +33,16 @@ def geometry_only(**options) -> ViewConfig:
     return ViewConfig(photometric=False, **options)
 
 
-def test_overlap_grid_samples_the_same_original_points_in_both_views():
+def flipped_differently(flips1: torch.Tensor, flips2: torch.Tensor) -> torch.Tensor:
+    """[B] True where the two views are mirrored differently along some axis ([B] or [B, 2] flips)."""
+    as_pairs = [f if f.ndim == 2 else torch.stack([f, torch.zeros_like(f)], 1) for f in (flips1, flips2)]
+    return (as_pairs[0] != as_pairs[1]).any(1)
+
+
+@pytest.mark.parametrize("vflip_p", [0.0, 0.5])
+def test_overlap_grid_samples_the_same_original_points_in_both_views(vflip_p):
     images = coordinate_images(8, 40, 48)
-    two_views = TwoViews(geometry_only(size=64, scale=(0.1, 1.0)))
+    two_views = TwoViews(geometry_only(size=64, scale=(0.1, 1.0), vflip_p=vflip_p))
     generator = torch.Generator().manual_seed(0)
     checked, flipped_pairs = 0, 0
     for _ in range(40):
@@ -49,8 +56,10 @@ def test_overlap_grid_samples_the_same_original_points_in_both_views():
         assert max_gap(f1[valid, :, :2], f2[valid, :, :2]) <= TOLERANCE
         assert max_gap(f1[valid, :, :2], points[valid]) <= TOLERANCE
         checked += int(valid.sum())
-        flipped_pairs += int((valid & (view1.flips != view2.flips)).sum())
+        flipped_pairs += int((valid & flipped_differently(view1.flips, view2.flips)).sum())
     assert checked > 200 and flipped_pairs > 50  # many pairs, with and without a flip between the views
+    if vflip_p:
+        assert view1.flips.shape == (8, 2) and view1.flips[:, 1].any()
 
 
 def test_sampling_works_on_maps_of_any_resolution():
@@ -98,13 +107,13 @@ def test_random_views_without_overlap_do_not_break_sampling():
     assert max_gap(f1[valid, :, :2], f2[valid, :, :2]) <= TOLERANCE
 
 
-@pytest.mark.parametrize("feature_size", [(32, 32), (8, 8)])
-def test_replay_crop_matches_view_one_at_every_position(feature_size):
+@pytest.mark.parametrize(("feature_size", "vflip_p"), [((32, 32), 0.0), ((8, 8), 0.0), ((8, 8), 0.5)])
+def test_replay_crop_matches_view_one_at_every_position(feature_size, vflip_p):
     """The released mode: view 1 = random crop + flip, view 2 = the whole image; view 1's crop and flip replayed
-    on view 2's map give view 1's map position for position."""
+    on view 2's map give view 1's map position for position (top-bottom flips too, when drawn)."""
     images = coordinate_images(8, 48, 48)
     two_views = TwoViews(
-        geometry_only(size=48, scale=(0.5, 1.0)), geometry_only(size=48, random_crop=False, flip_p=0.0)
+        geometry_only(size=48, scale=(0.5, 1.0), vflip_p=vflip_p), geometry_only(size=48, random_crop=False, flip_p=0.0)
     )
     generator = torch.Generator().manual_seed(3)
     flips = 0
@@ -117,7 +126,7 @@ def test_replay_crop_matches_view_one_at_every_position(feature_size):
         assert aligned.shape == map1.shape and inside.all()
         cell = 48 / feature_size[0]  # a map cell in original pixels: the interpolation scale
         assert (aligned[:, :2] - map1[:, :2]).abs().max() <= TOLERANCE * max(1.0, cell / 2)
-        flips += int(view1.flips.sum())
+        flips += int(view1.flips.any(-1).sum()) if view1.flips.ndim == 2 else int(view1.flips.sum())
     assert flips > 30
 
 

@@ -81,6 +81,23 @@ def test_crop_resize_of_the_whole_image_is_the_image_and_flip_mirrors_it():
     out = crop_resize(images, whole, torch.tensor([False, True]), (16, 20))
     assert torch.allclose(out[0], images[0], atol=1e-5)
     assert torch.allclose(out[1], images[1].flip(-1), atol=1e-5)
+    both_axes = torch.tensor([[False, True], [True, True]])  # (left-right, top-bottom)
+    out = crop_resize(images, whole, both_axes, (16, 20))
+    assert torch.allclose(out[0], images[0].flip(-2), atol=1e-5)
+    assert torch.allclose(out[1], images[1].flip(-2, -1), atol=1e-5)
+
+
+def test_top_bottom_flips_are_drawn_only_when_asked():
+    images = torch.rand(64, 3, 16, 16)
+    plain = TwoViews(ViewConfig(size=8, photometric=False))(images, torch.Generator().manual_seed(1))
+    assert plain[0].flips.shape == (64,)
+    both = TwoViews(ViewConfig(size=8, photometric=False, vflip_p=0.5))
+    view1, view2 = both(images, torch.Generator().manual_seed(1))
+    assert view1.flips.shape == view2.flips.shape == (64, 2)
+    assert torch.equal(view1.flips[:, 0], plain[0].flips) and torch.equal(view1.boxes, plain[0].boxes)
+    assert 10 < int(view1.flips[:, 1].sum()) < 54
+    with pytest.raises(UserError, match="vflip_p"):
+        ViewConfig(vflip_p=1.5)
 
 
 @pytest.mark.parametrize("antialias", [True, False])

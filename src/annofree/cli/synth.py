@@ -1,7 +1,12 @@
-"""``annofree synth scenes OUT --train N --val M --size S --seed K``: synthetic captioned scenes.
+"""``annofree synth scenes|textures OUT --train N --val M --size S --seed K``: synthetic data sets.
 
-Train split: webdataset shards ``OUT/train/NNNNNN.tar`` holding ``KEY.jpg`` + ``KEY.txt`` only (no masks reach
-training). Val split: the segmentation folder ``OUT/val`` (images/, labels/, classes.txt).
+scenes (text supervision): train split as webdataset shards ``OUT/train/NNNNNN.tar`` holding ``KEY.jpg`` +
+``KEY.txt`` only (no masks reach training); val split as the segmentation folder ``OUT/val`` (images/,
+labels/, classes.txt).
+
+textures (self supervision): train split as a plain folder of unlabelled images ``OUT/train/*.jpg``; val
+split as the segmentation folder ``OUT/val`` with ``things.txt``. Classes are carried by texture and shape,
+colours are random per object.
 """
 
 from __future__ import annotations
@@ -15,23 +20,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("synth", help="render synthetic data sets", description=__doc__.split("\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     scenes = kinds.add_parser("scenes", help="captioned shape scenes for text-supervised segmentation")
-    scenes.add_argument("out", metavar="OUT", help="output directory")
-    scenes.add_argument("--train", type=int, default=10000, help="number of training scenes (default 10000)")
-    scenes.add_argument("--val", type=int, default=500, help="number of held-out scenes with masks (default 500)")
-    scenes.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    scenes.add_argument("--seed", type=int, default=0, help="random seed; the output depends only on it")
+    textures = kinds.add_parser("textures", help="unlabelled texture scenes for unsupervised segmentation")
+    for kind, size in ((scenes, 64), (textures, 96)):
+        kind.add_argument("out", metavar="OUT", help="output directory")
+        kind.add_argument("--train", type=int, default=10000, help="number of training scenes (default 10000)")
+        kind.add_argument("--val", type=int, default=500, help="number of held-out scenes with masks (default 500)")
+        kind.add_argument("--size", type=int, default=size, help=f"image side in pixels (default {size})")
+        kind.add_argument("--seed", type=int, default=0, help="random seed; the output depends only on it")
+        kind.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
     scenes.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
-    scenes.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from annofree.data.synth import SceneConfig, write_scenes
-
     if args.size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {args.size}")
     if args.train < 0 or args.val < 0 or args.train + args.val == 0:
         raise UserError(f"--train and --val must be >= 0 and not both 0, got {args.train} and {args.val}")
+    return _textures(args) if args.kind == "textures" else _scenes(args)
+
+
+def _textures(args: argparse.Namespace) -> int:
+    from annofree.data.synth_textures import TextureSceneConfig, write_texture_scenes
+
+    cfg = TextureSceneConfig(size=args.size)
+    summary = write_texture_scenes(args.out, args.train, args.val, cfg, args.seed, args.workers)
+    if summary.train_dir:
+        print(f"train: {summary.train_images} unlabelled images in {summary.train_dir}")
+    if summary.val_dir:
+        print(f"val:   {summary.val_images} scenes with masks in {summary.val_dir}")
+    return 0
+
+
+def _scenes(args: argparse.Namespace) -> int:
+    from annofree.data.synth import SceneConfig, write_scenes
+
     if args.per_shard < 1:
         raise UserError(f"--per-shard must be at least 1, got {args.per_shard}")
     summary = write_scenes(

@@ -2,14 +2,15 @@
 
 Coordinates. A view is described by its crop box ``(x0, y0, x1, y1)`` in the ORIGINAL image's continuous pixel
 coordinates (pixel ``(row i, column j)`` covers ``[j, j + 1] x [i, i + 1]``, its centre is ``(j + 0.5, i + 0.5)``,
-the whole ``H x W`` image is the box ``(0, 0, W, H)``) and its horizontal flip flag (the crop was mirrored after
-resizing). A dense map ``[B, C, h, w]`` computed from a view (the view itself, or a network's output at any
-stride) is taken to cover the view evenly: cell ``(i, j)`` stands for the view fraction
-``[j / w, (j + 1) / w] x [i / h, (i + 1) / h]``, centred at ``((j + 0.5) / w, (i + 0.5) / h)``. That is exactly
-``grid_sample``'s ``align_corners=False`` convention, which is used throughout: with it a normalised coordinate
-means the same place in the view whatever the map's resolution, so a stride-4 feature map and the view image
-are sampled with the same grid. (``align_corners=True`` would pin the first and last cell centres to the view's
-edges and make the same point land at resolution-dependent places.)
+the whole ``H x W`` image is the box ``(0, 0, W, H)``) and its flip flags (the crop was mirrored after resizing):
+``flips [B]`` bool for left-right only, or ``[B, 2]`` bool for (left-right, top-bottom). A dense map
+``[B, C, h, w]`` computed from a view (the view itself, or a network's output at any stride) is taken to cover
+the view evenly: cell ``(i, j)`` stands for the view fraction ``[j / w, (j + 1) / w] x [i / h, (i + 1) / h]``,
+centred at ``((j + 0.5) / w, (i + 0.5) / h)``. That is exactly ``grid_sample``'s ``align_corners=False``
+convention, which is used throughout: with it a normalised coordinate means the same place in the view whatever
+the map's resolution, so a stride-4 feature map and the view image are sampled with the same grid.
+(``align_corners=True`` would pin the first and last cell centres to the view's edges and make the same point
+land at resolution-dependent places.)
 
 Two modes:
 
@@ -32,17 +33,30 @@ import torch
 import torch.nn.functional as F
 
 
+def flip_axes(flips: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flips [B]`` (left-right) or ``[B, 2]`` (left-right, top-bottom) -> (left-right ``[B]``, top-bottom ``[B]``)."""
+    flips = flips.to(device=device, dtype=torch.bool)
+    if flips.ndim == 1:
+        return flips, torch.zeros_like(flips)
+    if flips.ndim != 2 or flips.shape[1] != 2:
+        raise ValueError(f"flips must be [B] or [B, 2], got {list(flips.shape)}")
+    return flips[:, 0], flips[:, 1]
+
+
 def view_points(boxes: torch.Tensor, flips: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Original-image coordinates of the cell centres of an ``h x w`` map covering each view.
 
-    ``boxes [B, 4]`` (x0, y0, x1, y1), ``flips [B]`` bool, ``size = (h, w)`` -> ``[B, h, w, 2]`` as (x, y).
+    ``boxes [B, 4]`` (x0, y0, x1, y1), ``flips [B]`` or ``[B, 2]`` bool, ``size = (h, w)`` -> ``[B, h, w, 2]``
+    as (x, y).
     """
     h, w = size
     boxes = boxes.float()
     device = boxes.device
     tx = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w  # [w], fraction across the view
     ty = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h  # [h]
-    tx = torch.where(flips.to(device)[:, None], 1.0 - tx, tx)  # [B, w]: a flipped view shows the crop mirrored
+    flip_x, flip_y = flip_axes(flips, device)
+    tx = torch.where(flip_x[:, None], 1.0 - tx, tx)  # [B, w]: a flipped view shows the crop mirrored
+    ty = torch.where(flip_y[:, None], 1.0 - ty, ty)  # [B, h]
     x = boxes[:, 0:1] + tx * (boxes[:, 2:3] - boxes[:, 0:1])  # [B, w]
     y = boxes[:, 1:2] + ty * (boxes[:, 3:4] - boxes[:, 1:2])  # [B, h]
     return torch.stack(torch.broadcast_tensors(x[:, None, :], y[:, :, None]), dim=-1)
@@ -51,14 +65,16 @@ def view_points(boxes: torch.Tensor, flips: torch.Tensor, size: tuple[int, int])
 def to_view_grid(points: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     """Original-image points -> each view's normalised ``grid_sample`` coordinates (``align_corners=False``).
 
-    ``points [B, N, 2]`` (x, y), ``boxes [B, 4]``, ``flips [B]`` -> ``[B, N, 2]``; -1 and 1 are the view's edges,
-    values outside ``[-1, 1]`` are points outside the view.
+    ``points [B, N, 2]`` (x, y), ``boxes [B, 4]``, ``flips [B]`` or ``[B, 2]`` -> ``[B, N, 2]``; -1 and 1 are the
+    view's edges, values outside ``[-1, 1]`` are points outside the view.
     """
     boxes = boxes.float().to(points.device)
     start, extent = boxes[:, None, 0:2], boxes[:, None, 2:4] - boxes[:, None, 0:2]  # [B, 1, 2]
     t = (points.float() - start) / extent  # [B, N, 2], fraction across the view
-    tx = torch.where(flips.to(points.device)[:, None], 1.0 - t[..., 0], t[..., 0])
-    return torch.stack([tx, t[..., 1]], dim=-1) * 2.0 - 1.0
+    flip_x, flip_y = flip_axes(flips, points.device)
+    tx = torch.where(flip_x[:, None], 1.0 - t[..., 0], t[..., 0])
+    ty = torch.where(flip_y[:, None], 1.0 - t[..., 1], t[..., 1])
+    return torch.stack([tx, ty], dim=-1) * 2.0 - 1.0
 
 
 def sample_points(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -119,7 +135,7 @@ def sample_overlap(
     """Overlap grid sampling: the two views' dense outputs at the same ``k x k`` places of the overlap.
 
     ``features1 [B, C, h1, w1]`` and ``features2 [B, C, h2, w2]`` (any resolutions) computed from views with
-    crop boxes ``boxes1, boxes2 [B, 4]`` and flips ``flips1, flips2 [B]`` -> ``(f1 [B, k * k, C],
+    crop boxes ``boxes1, boxes2 [B, 4]`` and flips ``flips1, flips2 [B]`` or ``[B, 2]`` -> ``(f1 [B, k * k, C],
     f2 [B, k * k, C], valid [B] bool)``; ``f1[b, n]`` and ``f2[b, n]`` describe the same point of the original
     image. Pairs whose crops do not overlap have ``valid`` False and finite, meaningless rows: weight them 0.
     """
@@ -143,9 +159,9 @@ def replay_crop(
     ``features2 [B, C, h2, w2]`` computed from view 2 -> ``(aligned [B, C, h, w], inside [B, h, w] bool)`` with
     ``size = (h, w)`` the size of view 1's feature map (default ``(h2, w2)``): ``aligned[b, :, i, j]`` is view 2's
     feature at the place that view 1's feature map shows at ``(i, j)``. It equals cropping the relative box of
-    view 1 inside view 2, resizing it to ``size`` (bilinear) and flipping it when ``flips1`` differs from
-    ``flips2``. ``inside`` is False at positions that view 2 does not show (only possible when view 1's box is
-    not inside view 2's; in the released mode view 2 is the whole image and ``inside`` is all True).
+    view 1 inside view 2, resizing it to ``size`` (bilinear) and flipping it along each axis where ``flips1``
+    differs from ``flips2``. ``inside`` is False at positions that view 2 does not show (only possible when view
+    1's box is not inside view 2's; in the released mode view 2 is the whole image and ``inside`` is all True).
     """
     size = tuple(features2.shape[-2:]) if size is None else size
     points = view_points(boxes1.to(features2.device), flips1, size).flatten(1, 2)  # [B, h * w, 2]

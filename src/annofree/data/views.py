@@ -3,11 +3,12 @@
 :class:`TwoViews` turns a batch of same-size images ``[B, 3, H, W]`` (``uint8`` or float in ``[0, 1]``) into two
 :class:`View` s. Each view is a random resized crop (scale and aspect ratio ranges as torchvision's
 ``RandomResizedCrop``, drawn continuously, so crop boxes have sub-pixel corners) resized to the output size,
-mirrored with probability ``flip_p``, then photometrically augmented as in SimSiam / MoCo v2: colour jitter
+mirrored left-right with probability ``flip_p`` (and top-bottom with ``vflip_p``, 0 by default: for data that
+has no up, such as aerial or microscopy images), then photometrically augmented as in SimSiam / MoCo v2: colour jitter
 (brightness, contrast, saturation, hue, in a random order per image, all with probability ``jitter_p``),
 grayscale (``grayscale_p``) and Gaussian blur (``blur_p``, sigma uniform in ``blur_sigma``, in output pixels).
 Each view returns its crop box ``(x0, y0, x1, y1)`` in the original image's continuous pixel coordinates and
-its flip flag (see :mod:`annofree.data.overlap` for the conventions), from which the overlap of the two views
+its flip flags (see :mod:`annofree.data.overlap` for the conventions), from which the overlap of the two views
 is computed exactly.
 
 Photometric operations are per-pixel except the blur, which is symmetric, so none of them moves content: the
@@ -61,7 +62,8 @@ class ViewConfig:
     random_crop: bool = True  # False: the view is the whole image resized to `size` (box (0, 0, W, H))
     scale: tuple[float, float] = (0.2, 1.0)  # crop area as a fraction of the image's
     ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop aspect ratio w / h, drawn log-uniformly
-    flip_p: float = 0.5
+    flip_p: float = 0.5  # left-right
+    vflip_p: float = 0.0  # top-bottom; > 0 makes the view's flips [B, 2] (left-right, top-bottom)
     photometric: bool = True  # False: geometry only (no jitter, grayscale or blur)
     brightness: float = 0.4  # factor uniform in [max(0, 1 - x), 1 + x]
     contrast: float = 0.4
@@ -86,7 +88,7 @@ class ViewConfig:
             raise UserError("brightness, contrast and saturation must be >= 0 and hue in [0, 0.5]")
         if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise UserError(f"blur_sigma must satisfy 0 < low <= high, got {self.blur_sigma}")
-        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
+        for name in ("flip_p", "vflip_p", "jitter_p", "grayscale_p", "blur_p"):
             if not 0 <= getattr(self, name) <= 1:
                 raise UserError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
 
@@ -111,7 +113,7 @@ class View:
 
     images: torch.Tensor  # [B, C, h, w] float32, in [0, 1] for uint8 input
     boxes: torch.Tensor  # [B, 4] float32 (x0, y0, x1, y1) in the original image's pixel coordinates
-    flips: torch.Tensor  # [B] bool: mirrored left-right after cropping
+    flips: torch.Tensor  # [B] bool: mirrored left-right after cropping; [B, 2] (left-right, top-bottom) if vflip_p
 
 
 @dataclass
@@ -176,12 +178,13 @@ def crop_resize(
 ) -> torch.Tensor:
     """Cut each box out of its image, resize it to ``size`` (bilinear) and mirror it where ``flips``.
 
-    ``images [B, C, H, W]`` float, ``boxes [B, 4]`` in pixel coordinates, ``flips [B]`` -> ``[B, C, h, w]``. Output
-    pixel ``(i, j)`` is the image at the box point ``((j + 0.5) / w, (i + 0.5) / h)`` (mirrored in x when
-    flipped), the convention of :mod:`annofree.data.overlap`. With ``antialias``, when a box is larger than the
-    output, each output pixel averages ``f x f`` bilinear samples spread over its footprint (``f`` the shrink
-    factor rounded up, at most ``MAX_SUPERSAMPLE``, one ``f`` per batch), as ``roi_align``'s sampling ratio; the
-    average of a linear ramp is still its value at the pixel centre, so the geometry is unchanged.
+    ``images [B, C, H, W]`` float, ``boxes [B, 4]`` in pixel coordinates, ``flips [B]`` or ``[B, 2]`` ->
+    ``[B, C, h, w]``. Output pixel ``(i, j)`` is the image at the box point ``((j + 0.5) / w, (i + 0.5) / h)``
+    (mirrored along each flipped axis), the convention of :mod:`annofree.data.overlap`. With ``antialias``, when
+    a box is larger than the output, each output pixel averages ``f x f`` bilinear samples spread over its
+    footprint (``f`` the shrink factor rounded up, at most ``MAX_SUPERSAMPLE``, one ``f`` per batch), as
+    ``roi_align``'s sampling ratio; the average of a linear ramp is still its value at the pixel centre, so the
+    geometry is unchanged.
     """
     h, w = size
     height, width = images.shape[-2:]
@@ -298,4 +301,6 @@ class TwoViews:
         else:
             boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]]).expand(n, 4).clone()
         flips = torch.rand(n, generator=generator) < config.flip_p
+        if config.vflip_p > 0:  # drawn only when asked: without it a seed draws exactly as before
+            flips = torch.stack([flips, torch.rand(n, generator=generator) < config.vflip_p], dim=1)
         return boxes, flips

@@ -1,4 +1,4 @@
-"""The main job (``annofree demo``): segmentation that emerges from captions alone, on a laptop CPU.
+"""GroupViT's part of ``annofree demo``: segmentation that emerges from captions alone, on a laptop CPU.
 
 1. Render synthetic captioned scenes: training shards hold images and captions only; the held-out split
    has masks, used for scoring and nothing else.
@@ -14,68 +14,43 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from annofree.data.folder import SegmentationFolder
 from annofree.data.synth import SceneConfig, write_scenes
-from annofree.engine.config import load_config, merge
-from annofree.engine.logging import read_log
-from annofree.engine.trainer import train
+from annofree.demo.recipes import render_once, run_size, train_fresh
+from annofree.engine.config import merge
 from annofree.errors import UserError
 from annofree.evaluation.folder import evaluate_folder
 from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.methods.base import get_method
-from annofree.viz import overlay
+from annofree.viz import side_by_side
 from annofree.weights import atomic_write
 from annofree.weights import load as annofree_load
 
-DEMO_CONFIG = "groupvit/demo.yaml"
 OVERLAYS = 6
-
-
-def default_config_path() -> Path:
-    """The demo recipe shipped with the package (``configs/groupvit/demo.yaml`` in the repository)."""
-    return Path(str(resources.files("annofree") / "configs" / DEMO_CONFIG))
-
-
-def load_demo_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """The demo recipe with overrides; a relative ``train.init_weights`` is taken relative to the recipe file."""
-    path = Path(path or default_config_path())
-    config = load_config(path, list(overrides))
-    init = config["train"].get("init_weights")
-    if init and not Path(init).is_absolute() and not Path(init).exists():
-        config["train"]["init_weights"] = str((path.parent / init).resolve())
-    return config
 
 
 def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str, Path]:
     """Render the scenes once; reuse them when the same settings were rendered before (a re-run is cheap)."""
     settings = {key: demo[key] for key in ("train_images", "val_images", "image_size", "data_seed")}
-    stamp = out / "settings.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == settings:
-        pattern = json.loads((out / "pattern.json").read_text())
-        return pattern, out / "val"
-    stamp.unlink(missing_ok=True)
-    summary = write_scenes(
-        out,
-        demo["train_images"],
-        demo["val_images"],
-        SceneConfig(size=demo["image_size"]),
-        seed=demo["data_seed"],
-        progress=progress,
-    )
-    (out / "pattern.json").write_text(json.dumps(summary.train_pattern))
-    stamp.write_text(json.dumps(settings))
-    return summary.train_pattern, summary.val_dir
+
+    def render() -> dict[str, Any]:
+        summary = write_scenes(
+            out,
+            demo["train_images"],
+            demo["val_images"],
+            SceneConfig(size=demo["image_size"]),
+            seed=demo["data_seed"],
+            progress=progress,
+        )
+        return {"pattern": summary.train_pattern}
+
+    return render_once(out, settings, render)["pattern"], out / "val"
 
 
 def zero_shot_score(model: torch.nn.Module, val_dir: Path, evaluation: dict[str, Any], progress: bool) -> dict:
@@ -96,20 +71,7 @@ def write_overlays(model: torch.nn.Module, val_dir: Path, out: Path, evaluation:
     for index in range(min(count, len(dataset))):
         name, image, label = dataset[index]
         predicted = segmenter.segment(image).label_map
-        scale = max(1, 256 // max(image.shape[:2]))  # enlarge small scenes so the legend stays readable
-        big = np.kron(image, np.ones((scale, scale, 1), dtype=np.uint8))
-        panels = [
-            Image.fromarray(big),
-            overlay(big, np.kron(predicted, np.ones((scale, scale), dtype=predicted.dtype)), classes),
-            overlay(big, np.kron(label, np.ones((scale, scale), dtype=label.dtype)), classes),
-        ]
-        width = sum(p.width for p in panels) + 8 * (len(panels) - 1)
-        canvas = Image.new("RGB", (width, max(p.height for p in panels)), "white")
-        x = 0
-        for panel in panels:
-            canvas.paste(panel, (x, 0))
-            x += panel.width + 8
-        canvas.save(out / f"scene_{name}.png")
+        side_by_side(image, predicted, classes, label).save(out / f"scene_{name}.png")
 
 
 def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = True, log=print) -> dict[str, Any]:
@@ -139,7 +101,7 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
     if init_weights:
         scratch_config = merge(config, demo.get("scratch") or {})
         scratch_config["train"] = {**scratch_config["train"], "init_weights": None}  # from nothing
-        log(f"[3/{phases}] a short run from scratch: {_run_size(scratch_config)} (the loss moves; shapes take longer)")
+        log(f"[3/{phases}] a short run from scratch: {run_size(scratch_config)} (the loss moves; shapes take longer)")
         scratch = _train_and_score(scratch_config, out / "groupvit_scratch", pattern, val_dir, evaluation, progress)
         log(f"      loss {scratch['loss_first']:.2f} -> {scratch['loss_last']:.2f}, mIoU {scratch['miou']:.3f}")
         start = zero_shot_score(annofree_load(init_weights), val_dir, evaluation, progress)
@@ -149,7 +111,7 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
 
     run_dir = out / "groupvit"
     log(f"[{phases - 1}/{phases}] training GroupViT {'on from the checkpoint' if init_weights else 'from scratch'} "
-        f"on captions only: {_run_size(config)}")  # fmt: skip
+        f"on captions only: {run_size(config)}")  # fmt: skip
     final = _train_and_score(config, run_dir, pattern, val_dir, evaluation, progress)
     log(f"[{phases}/{phases}] mIoU {final['miou']:.3f}; overlays of held-out scenes in {run_dir}")
     model = annofree_load(run_dir)
@@ -178,27 +140,10 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
     return results
 
 
-def _run_size(config: dict[str, Any]) -> str:
-    return f"{config['train']['steps']} steps of {config['train']['batch_size']} images"
-
-
 def _train_and_score(
     config: dict[str, Any], run_dir: Path, pattern: str, val_dir: Path, evaluation: dict[str, Any], progress: bool
 ) -> dict[str, Any]:
     """Train into ``run_dir`` (replacing the demo's previous result there), then score zero-shot segmentation."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    began = time.perf_counter()
-    result = train(config, run_dir, data=pattern)
-    seconds = time.perf_counter() - began
+    result, facts = train_fresh(config, run_dir, pattern)
     score = zero_shot_score(result.method.deployable().cpu(), val_dir, evaluation, progress)
-    losses = [r["loss"] for r in read_log(run_dir / "log.jsonl") if "loss" in r]
-    steps = config["train"]["steps"]
-    return {
-        **{key: score[key] for key in ("miou", "pixel_accuracy", "per_class_iou", "num_images")},
-        "train_seconds": round(seconds, 1),
-        "train_steps": steps,
-        "train_images": steps * config["train"]["batch_size"] * config["optim"]["accum_steps"],
-        "loss_first": losses[0] if losses else None,
-        "loss_last": losses[-1] if losses else None,
-    }
+    return {**{key: score[key] for key in ("miou", "pixel_accuracy", "per_class_iou", "num_images")}, **facts}

@@ -1,0 +1,120 @@
+"""DenseSiam's part of ``annofree demo``: unsupervised segmentation learned from unlabelled images alone.
+
+1. Render texture scenes (:mod:`annofree.data.synth_textures`): object classes are told apart by texture
+   and shape, while colours and brightness are drawn afresh for every object and background. Training
+   sees a folder of unlabelled images; the held-out scenes' masks are used for scoring only.
+2. Two baselines on the held-out scenes, scored exactly like the model (one set of clusters for the whole
+   set, Hungarian-matched to the classes): k-means on raw pixel colours, and k-means on the dense features
+   of the same network at random initialisation (the weights training starts from).
+3. Train DenseSiam (segmentation mode) with the training engine, as ``annofree train densesiam`` does.
+4. Score its clusters the same way; write ``OUT/densesiam/results.json``, the weights (``OUT/densesiam``
+   is a run directory that ``annofree segment`` and ``annofree evaluate`` accept) and overlays.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from annofree.data.folder import SegmentationFolder
+from annofree.data.synth_textures import TextureSceneConfig, write_texture_scenes
+from annofree.demo.recipes import render_once, run_size, train_fresh
+from annofree.errors import UserError
+from annofree.evaluation.clusters import evaluate_cluster_samples, read_groups
+from annofree.evaluation.hungarian import remap_predictions
+from annofree.evaluation.kmeans import kmeans_baseline, network_features, pixel_colours
+from annofree.inference.clusters import ClusterSegmenter
+from annofree.methods.base import get_method
+from annofree.viz import side_by_side
+from annofree.weights import atomic_write
+
+OVERLAYS = 6
+SCORES = ("miou", "pixel_accuracy", "per_class_iou", "groups")
+
+
+def prepare_texture_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[Path, Path]:
+    """Render the scenes once (reused when the settings match): ``(train image folder, val folder)``."""
+    settings = {key: demo[key] for key in ("train_images", "val_images", "image_size", "data_seed")}
+
+    def render() -> dict[str, Any]:
+        cfg = TextureSceneConfig(size=demo["image_size"])
+        write_texture_scenes(out, demo["train_images"], demo["val_images"], cfg, demo["data_seed"], progress=progress)
+        return {}
+
+    render_once(out, settings, render)
+    return out / "train", out / "val"
+
+
+def untrained_model(config: dict[str, Any]) -> torch.nn.Module:
+    """The network exactly as training starts it: the engine seeds with ``seed`` before building the method."""
+    torch.manual_seed(int(config.get("seed", 0)))
+    return get_method(config["method"])(config).deployable().eval()
+
+
+def baselines(config: dict[str, Any], samples: list, classes: list[str], groups: dict) -> dict[str, dict]:
+    """k-means (as many clusters as classes) on raw pixel colours and on the untrained network's features."""
+    k = len(classes)
+    kw = {"groups": groups, "progress": False}
+    features = network_features(untrained_model(config).dense_features)
+    return {
+        "kmeans_pixels": kmeans_baseline(pixel_colours, samples, classes, k, **kw),
+        "random_init": kmeans_baseline(features, samples, classes, k, **kw),
+    }
+
+
+def write_overlays(segmenter: ClusterSegmenter, samples: list, classes: list[str], mapping: list[int], out: Path):
+    """``scene_NAME.png``: image | clusters named by their matched class | ground truth."""
+    for name, image, label in samples[:OVERLAYS]:
+        named = remap_predictions(segmenter.segment(image), mapping)
+        side_by_side(image, named, classes, label).save(out / f"scene_{name}.png")
+
+
+def run_densesiam_demo(out: str | Path, config: dict[str, Any], progress: bool = True, log=print) -> dict[str, Any]:
+    """Render, score the baselines, train, score the clusters; returns (and writes) the results."""
+    out, started = Path(out), time.perf_counter()
+    demo = config.get("demo") or {}
+    missing = {"train_images", "val_images", "image_size", "data_seed"} - set(demo)
+    if missing:
+        raise UserError(f"the DenseSiam demo config lacks demo.{', demo.'.join(sorted(missing))}")
+    log(f"[1/4] rendering {demo['train_images']} unlabelled texture scenes, {demo['val_images']} held-out")
+    train_dir, val_dir = prepare_texture_scenes(out / "data_textures", demo, progress)
+    dataset = SegmentationFolder(val_dir)
+    classes = [str(c) for c in dataset.classes]
+    groups = read_groups(val_dir, classes)
+    samples = [dataset[i] for i in range(len(dataset))]
+
+    log("[2/4] baselines: k-means on pixel colours and on the untrained network's features")
+    base = baselines(config, samples, classes, groups)
+    log(f"      mIoU: pixel colours {base['kmeans_pixels']['miou']:.3f}, "
+        f"untrained features {base['random_init']['miou']:.3f}")  # fmt: skip
+
+    run_dir = out / "densesiam"
+    log(f"[3/4] training DenseSiam from scratch on the unlabelled images: {run_size(config)}")
+    result, facts = train_fresh(config, run_dir, str(train_dir))
+    model = result.method.deployable().cpu().eval()
+    segmenter = ClusterSegmenter(model)
+    score = evaluate_cluster_samples(
+        segmenter.segment_batch, samples, classes, segmenter.num_clusters, groups=groups, progress=False
+    )
+    write_overlays(segmenter, samples, classes, score["mapping"], run_dir)
+    log(f"[4/4] Hungarian mIoU {score['miou']:.3f}; overlays of held-out scenes in {run_dir}")
+    results = {
+        **{key: score[key] for key in SCORES},
+        "miou_kmeans_pixels": base["kmeans_pixels"]["miou"],
+        "miou_random_init": base["random_init"]["miou"],
+        "pixel_accuracy_kmeans_pixels": base["kmeans_pixels"]["pixel_accuracy"],
+        "pixel_accuracy_random_init": base["random_init"]["pixel_accuracy"],
+        **facts,
+        "val_images": len(samples),
+        "num_clusters": segmenter.num_clusters,
+        "matching": score["matching"],
+        "mapping": score["mapping"],
+        "weights": str(run_dir / "model.safetensors"),
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    atomic_write(run_dir / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
+    return results

@@ -14,11 +14,13 @@ vectors (fitting) and then on all of them (assigning).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from annofree.evaluation.clusters import evaluate_cluster_samples
 from annofree.evaluation.folder import Sample
 
 
@@ -101,9 +103,16 @@ class KMeansSegmenter:
         return list(ids.numpy())
 
 
-def kmeans_baseline(featurize: Featurize, samples: Sequence[Sample], class_names: Sequence[str], k: int, **kw):
-    """Fit k-means on the samples' pixels, then score it on the same samples (as a model would be scored)."""
-    from annofree.evaluation.clusters import evaluate_cluster_samples
-
-    segmenter = KMeansSegmenter(featurize, [image for _, image, _ in samples], k, seed=kw.pop("seed", 0))
-    return evaluate_cluster_samples(segmenter, samples, class_names, k, total=len(samples), **kw)
+def kmeans_baseline(
+    featurize: Featurize,
+    samples: Sequence[Sample],
+    class_names: Sequence[str],
+    k: int,
+    *,
+    seed: int = 0,
+    **scoring: Any,
+) -> dict[str, Any]:
+    """Fit k-means on the samples' pixels, then score it on the same samples as a model would be scored
+    (``scoring``: keyword arguments of :func:`evaluate_cluster_samples`, e.g. ``groups``, ``progress``)."""
+    segmenter = KMeansSegmenter(featurize, [image for _, image, _ in samples], k, seed=seed)
+    return evaluate_cluster_samples(segmenter, samples, class_names, k, total=len(samples), **scoring)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -90,3 +91,21 @@ def test_region_sim_shapes_layout_and_mask_gradient() -> None:
     assert z.grad is not None and z.grad.abs().sum() > 0  # masks are not detached (official)
     z_only, p_same = RegionSim(8, 8, with_predictor=False)(z.detach(), feats.detach())
     assert torch.equal(p_same, z_only)
+
+
+@pytest.mark.parametrize("grid", [(2, 2), (6, 6)])  # fewer pixels than regions (reordered path) and more
+def test_region_sim_equals_pooling_then_projecting(grid) -> None:
+    """With more regions than pixels the first projector layer runs on the pixels: the same numbers."""
+    torch.manual_seed(0)
+    head = RegionSim(dim=8, out_dim=4).train()
+    z = torch.randn(3, 16, *grid, dtype=torch.float64, requires_grad=True)
+    feats = torch.randn(3, 8, *grid, dtype=torch.float64, requires_grad=True)
+    head = head.double()
+    z_r, _ = head(z, feats)
+    regions = region_embeddings(z, feats).reshape(3 * 16, 8)  # the definition: pool, then project
+    expected = head.projector(regions)
+    torch.testing.assert_close(z_r.reshape(3 * 16, 4), expected)
+    grads = torch.autograd.grad(z_r.sum(), (z, feats))
+    expected_grads = torch.autograd.grad(expected.sum(), (z, feats))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)

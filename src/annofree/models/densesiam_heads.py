@@ -161,9 +161,17 @@ class RegionSim(nn.Module):
         self.predictor = RegionPredictor(out_dim, dim) if with_predictor else None
 
     def forward(self, z: torch.Tensor, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        regions = region_embeddings(z, feats)  # [B, K, C]
-        b, k, c = regions.shape
-        z_r = self.projector(regions.reshape(b * k, c))
+        b, k = z.shape[:2]
+        first = self.projector[0]
+        if k > z.shape[-2] * z.shape[-1] and isinstance(first, nn.Linear) and first.bias is None:
+            # More regions than pixels (ResNet-50 pre-training: 256 regions on 7 x 7): the first layer is linear
+            # and bias-free, so it commutes with the pooling; applying it to the pixels is the same and cheaper.
+            pixels = first(feats.flatten(2).transpose(1, 2)).transpose(1, 2)  # [B, C', H * W]
+            z_r = region_embeddings(z, pixels.unflatten(2, z.shape[-2:])).reshape(b * k, -1)
+            for layer in list(self.projector)[1:]:  # (slicing would rebuild a RegionProjector from its layers)
+                z_r = layer(z_r)
+        else:
+            z_r = self.projector(region_embeddings(z, feats).reshape(b * k, -1))
         p_r = z_r if self.predictor is None else self.predictor(z_r)
         return z_r.reshape(b, k, -1), p_r.reshape(b, k, -1)
 

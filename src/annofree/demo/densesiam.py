@@ -18,17 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from annofree.data.folder import SegmentationFolder
 from annofree.data.synth_textures import TextureSceneConfig, write_texture_scenes
-from annofree.demo.recipes import render_once, run_size, train_fresh
+from annofree.demo.recipes import render_once, run_size, train_fresh, untrained_model
 from annofree.errors import UserError
 from annofree.evaluation.clusters import evaluate_cluster_samples, read_groups
 from annofree.evaluation.hungarian import remap_predictions
 from annofree.evaluation.kmeans import kmeans_baseline, network_features, pixel_colours
 from annofree.inference.clusters import ClusterSegmenter
-from annofree.methods.base import get_method
 from annofree.viz import side_by_side
 from annofree.weights import atomic_write
 
@@ -49,17 +46,11 @@ def prepare_texture_scenes(out: Path, demo: dict[str, Any], progress: bool) -> t
     return out / "train", out / "val"
 
 
-def untrained_model(config: dict[str, Any]) -> torch.nn.Module:
-    """The network exactly as training starts it: the engine seeds with ``seed`` before building the method."""
-    torch.manual_seed(int(config.get("seed", 0)))
-    return get_method(config["method"])(config).deployable().eval()
-
-
 def baselines(config: dict[str, Any], samples: list, classes: list[str], groups: dict) -> dict[str, dict]:
     """k-means (as many clusters as classes) on raw pixel colours and on the untrained network's features."""
     k = len(classes)
     kw = {"groups": groups, "progress": False}
-    features = network_features(untrained_model(config).dense_features)
+    features = network_features(untrained_model(config).eval().dense_features)
     return {
         "kmeans_pixels": kmeans_baseline(pixel_colours, samples, classes, k, **kw),
         "random_init": kmeans_baseline(features, samples, classes, k, **kw),

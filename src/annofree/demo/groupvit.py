@@ -22,12 +22,11 @@ import torch
 
 from annofree.data.folder import SegmentationFolder
 from annofree.data.synth import SceneConfig, write_scenes
-from annofree.demo.recipes import render_once, run_size, train_fresh
+from annofree.demo.recipes import render_once, run_size, train_fresh, untrained_model
 from annofree.engine.config import merge
 from annofree.errors import UserError
 from annofree.evaluation.folder import evaluate_folder
 from annofree.inference.zero_shot import ZeroShotSegmenter
-from annofree.methods.base import get_method
 from annofree.viz import side_by_side
 from annofree.weights import atomic_write
 from annofree.weights import load as annofree_load
@@ -55,12 +54,6 @@ def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str
 
 def zero_shot_score(model: torch.nn.Module, val_dir: Path, evaluation: dict[str, Any], progress: bool) -> dict:
     return evaluate_folder(model.eval(), val_dir, short_side=None, mode="whole", progress=progress, **evaluation)
-
-
-def untrained_model(config: dict[str, Any]) -> torch.nn.Module:
-    """The model exactly as training starts it: the engine seeds with ``seed`` before building the method."""
-    torch.manual_seed(int(config.get("seed", 0)))
-    return get_method(config["method"])(config).deployable()
 
 
 def write_overlays(model: torch.nn.Module, val_dir: Path, out: Path, evaluation: dict[str, Any], count: int) -> None:

@@ -15,10 +15,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from annofree.engine.config import load_config
 from annofree.engine.logging import read_log
 from annofree.engine.trainer import TrainResult, train
 from annofree.errors import UserError
+from annofree.methods.base import get_method
 
 METHODS = ("groupvit", "densesiam")
 
@@ -90,6 +93,12 @@ def train_fresh(config: dict[str, Any], run_dir: Path, data: str) -> tuple[Train
         "loss_first": losses[0] if losses else None,
         "loss_last": losses[-1] if losses else None,
     }
+
+
+def untrained_model(config: dict[str, Any]) -> torch.nn.Module:
+    """The model exactly as training starts it: the engine seeds with ``seed`` before building the method."""
+    torch.manual_seed(int(config.get("seed", 0)))
+    return get_method(config["method"])(config).deployable()
 
 
 def run_size(config: dict[str, Any]) -> str:

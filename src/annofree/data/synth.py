@@ -16,8 +16,10 @@ import io
 import math
 import multiprocessing
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -420,9 +422,11 @@ def _train_sample(job: tuple[int, int, SceneConfig]) -> tuple[str, bytes, str]:
     return f"{index:09d}", buffer.getvalue(), scene.caption
 
 
-def _val_sample(job: tuple[int, int, SceneConfig, str]) -> None:
-    seed, index, cfg, root = job
-    scene = render_scene(scene_rng(seed, "val", index), cfg)
+def write_val_scene(job: tuple[Callable, int, int, Any, str]) -> None:
+    """``(render, seed, index, cfg, root)``: render held-out scene ``index`` and write it, with its label map,
+    into the segmentation folder ``root`` (a pool job: ``render`` is a module-level function, so it pickles)."""
+    render, seed, index, cfg, root = job
+    scene = render(scene_rng(seed, "val", index), cfg)
     write_segmentation_sample(root, f"{index:06d}", scene.image, scene.label, image_format="png")
 
 
@@ -459,9 +463,9 @@ def write_scenes(
         if val:
             summary.val_dir = out / "val"
             write_classes(summary.val_dir, summary.classes)
-            jobs = ((seed, i, cfg, str(summary.val_dir)) for i in range(val))
+            jobs = ((render_scene, seed, i, cfg, str(summary.val_dir)) for i in range(val))
             for _ in tqdm(
-                pool.imap(_val_sample, jobs, chunksize=16), total=val, desc="val scenes", disable=not progress
+                pool.imap(write_val_scene, jobs, chunksize=16), total=val, desc="val scenes", disable=not progress
             ):
                 pass
             summary.val_images = val

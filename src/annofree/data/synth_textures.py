@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from annofree.data.folder import write_classes, write_segmentation_sample
-from annofree.data.synth import _InlinePool, _smooth_noise, scene_rng, shape_mask
+from annofree.data.folder import write_classes
+from annofree.data.synth import _InlinePool, _smooth_noise, scene_rng, shape_mask, write_val_scene
 
 # Class -> the texture its objects always wear. id = position + 1; id 0 is the background.
 TEXTURE_CLASSES = {"circle": "dotted", "square": "striped", "triangle": "checkered", "cross": "wavy"}
@@ -162,12 +162,6 @@ def _train_image(job: tuple[int, int, TextureSceneConfig, str]) -> None:
     Image.fromarray(scene.image).save(Path(root) / f"{index:09d}.jpg", quality=95)
 
 
-def _val_sample(job: tuple[int, int, TextureSceneConfig, str]) -> None:
-    seed, index, cfg, root = job
-    scene = render_texture_scene(scene_rng(seed, "val", index), cfg)
-    write_segmentation_sample(root, f"{index:06d}", scene.image, scene.label, image_format="png")
-
-
 def write_texture_scenes(
     out: str | Path,
     train: int,
@@ -187,9 +181,10 @@ def write_texture_scenes(
     out = Path(out)
     workers = workers or min(8, os.cpu_count() or 1)
     summary = TextureSummary(None, 0, None, 0, ["background", *cfg.classes])
-    splits = [("train", train, _train_image), ("val", val, _val_sample)]
+    # (split, count, job function, what its jobs start with): held-out scenes go through synth's writer.
+    splits = [("train", train, _train_image, ()), ("val", val, write_val_scene, (render_texture_scene,))]
     with multiprocessing.Pool(workers) if workers > 1 else _InlinePool() as pool:
-        for split, count, render in splits:
+        for split, count, write, prefix in splits:
             if not count:
                 continue
             root = out / split
@@ -197,9 +192,9 @@ def write_texture_scenes(
             if split == "val":
                 write_classes(root, summary.classes)
                 (root / "things.txt").write_text("\n".join(cfg.classes) + "\n")
-            jobs = ((seed, i, cfg, str(root)) for i in range(count))
+            jobs = ((*prefix, seed, i, cfg, str(root)) for i in range(count))
             for _ in tqdm(
-                pool.imap(render, jobs, chunksize=32), total=count, desc=f"{split} scenes", disable=not progress
+                pool.imap(write, jobs, chunksize=32), total=count, desc=f"{split} scenes", disable=not progress
             ):
                 pass
             setattr(summary, f"{split}_dir", root)

@@ -1,12 +1,14 @@
 """The tiny models shared by the tests: GroupViT (32x32 images, 8 then 4 groups, 16-token text) and DenseSiam
-(ResNet-18 with a 16-channel FPN and few clusters, no auxiliary or region heads)."""
+(ResNet-18 with a 16-channel FPN and few clusters, no auxiliary or region heads); and a tiny noise folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from annofree.data.folder import write_classes, write_segmentation_sample
 from annofree.models import DenseSiam, DenseSiamConfig, GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
 from annofree.weights import save_weights
 
@@ -52,3 +54,14 @@ def save_tiny_densesiam(run_dir: Path, seed: int = 0, clusters: int = 4) -> Path
     """A run directory holding a tiny DenseSiam's weights; returns the weights file."""
     model = tiny_densesiam(seed, clusters)
     return save_weights(Path(run_dir) / "model.safetensors", model, "densesiam", model.config.to_dict())
+
+
+def write_noise_folder(root: Path, classes: list[str]) -> Path:
+    """A segmentation folder of three random images of different sizes, random labels (first row 255)."""
+    write_classes(root, classes)
+    rng = np.random.default_rng(0)
+    for name, (height, width) in {"one": (24, 32), "two": (30, 20), "three": (17, 23)}.items():
+        label = rng.integers(0, len(classes), (height, width)).astype(np.uint8)
+        label[0] = 255
+        write_segmentation_sample(root, name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8), label)
+    return root

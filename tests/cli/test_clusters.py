@@ -7,10 +7,9 @@ import pytest
 from PIL import Image
 
 from annofree import cli
-from annofree.data.folder import write_classes, write_segmentation_sample
 from annofree.inference.clusters import ClusterSegmenter
 from annofree.weights import load
-from tests.tiny import save_tiny_densesiam, save_tiny_groupvit
+from tests.tiny import save_tiny_densesiam, save_tiny_groupvit, write_noise_folder
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +78,8 @@ def test_segment_rejects_classes_for_densesiam_and_needs_them_for_groupvit(tmp_p
 
 @pytest.fixture
 def folder(tmp_path):
-    root = tmp_path / "data"
-    write_classes(root, ["sky", "grass", "cow"])
+    root = write_noise_folder(tmp_path / "data", ["sky", "grass", "cow"])
     (root / "things.txt").write_text("cow\n")
-    rng = np.random.default_rng(0)
-    for name, (height, width) in {"one": (24, 32), "two": (30, 20), "three": (17, 23)}.items():
-        label = rng.integers(0, 3, (height, width)).astype(np.uint8)
-        label[0] = 255
-        write_segmentation_sample(root, name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8), label)
     return root
 
 

@@ -1,11 +1,9 @@
 import json
 
-import numpy as np
 import pytest
 
 from annofree import cli
-from annofree.data.folder import write_classes, write_segmentation_sample
-from tests.tiny import save_tiny_groupvit
+from tests.tiny import save_tiny_groupvit, write_noise_folder
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +18,7 @@ def annofree(monkeypatch, *argv) -> int:
 
 @pytest.fixture
 def folder(tmp_path):
-    root = tmp_path / "data"
-    write_classes(root, ["background", "cat", "dog"])
-    rng = np.random.default_rng(0)
-    for name, (height, width) in {"one": (24, 32), "two": (30, 20), "three": (17, 23)}.items():
-        label = rng.integers(0, 3, (height, width)).astype(np.uint8)
-        label[0] = 255
-        write_segmentation_sample(root, name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8), label)
+    root = write_noise_folder(tmp_path / "data", ["background", "cat", "dog"])
     return root
 
 

@@ -89,6 +89,8 @@ class KMeansSegmenter:
             raise ValueError("k-means needs at least one image to fit on")
         self.featurize, self.k = featurize, k
         generator = torch.Generator().manual_seed(seed)
+        # Features are computed again when segmenting: keeping every pixel's features of a whole set (128
+        # channels at image size) would not fit in memory for real images; only the fitting sample is kept.
         per_image = max(1, fit_pixels // len(images))
         sample = []
         for image in images:

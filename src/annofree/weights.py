@@ -80,12 +80,20 @@ def save_weights(
 
 
 def resolve_weights_path(path: str | Path) -> Path:
-    """A run directory or a ``.safetensors`` file -> the weights file; a clear error otherwise."""
+    """A run directory, a ``.safetensors`` file or a pretrained name -> the weights file; a clear error otherwise.
+
+    A name (``groupvit-gcc-yfcc``, see :mod:`annofree.pretrained`) is downloaded, checked and converted on first use.
+    """
+    from annofree import pretrained
+
+    if pretrained.is_pretrained_name(path):
+        return pretrained.resolve(str(path))
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_NAME
     if not path.is_file():
-        raise UserError(f"{path}: no weights file (give a run directory or a .safetensors file)")
+        names = ", ".join(sorted(pretrained.REGISTRY))
+        raise UserError(f"{path}: no weights file (give a run directory, a .safetensors file or one of: {names})")
     return path
 
 
@@ -107,7 +115,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[s
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a deployable model (GroupViT, DenseSiam) from a run directory or weights file, in eval mode."""
+    """Load a deployable model (GroupViT, DenseSiam) from a run directory, weights file or pretrained name, in eval
+    mode. ``load("groupvit-gcc-yfcc")`` downloads the published weights once (see :mod:`annofree.pretrained`)."""
     state, method, config = read_weights(path)
     if method not in _BUILDERS:
         raise UserError(f"{path}: weights of unknown method {method!r}")

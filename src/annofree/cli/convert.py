@@ -1,7 +1,10 @@
-"""``annofree convert``: turn a model saved in another format into annofree weights (and, later, back).
+"""``annofree convert``: move a GroupViT between annofree, the official NVlabs release and transformers.
 
-Formats are named; each supported (from, to) pair maps to one library function in ``_CONVERTERS``.
-Adding ``--from official`` or ``--to hf`` means writing its function and adding one entry there.
+Every format has one reader (to an annofree ``GroupViT``) and one writer (from it), so every pair converts:
+
+- ``annofree``: ``model.safetensors`` (a run directory or file), or a named pretrained model;
+- ``official``: the NVlabs/GroupViT ``.pth`` (``{"model": state_dict, ...}``), read without running pickled code;
+- ``hf``: a transformers ``GroupViTModel`` directory (``config.json`` + weights).
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from pathlib import Path
 
 from annofree.errors import UserError
 
-# Every format the command knows by name; pairs without a converter answer "not supported yet".
-SOURCE_FORMATS = ("hf", "official", "annofree")
-TARGET_FORMATS = ("annofree", "hf", "official")
+FORMATS = ("annofree", "official", "hf")
+SOURCE_FORMATS = TARGET_FORMATS = FORMATS
 _FORMAT_NAMES = {
     "hf": "a Hugging Face transformers checkpoint directory",
     "official": "an official NVlabs/GroupViT checkpoint",
@@ -22,51 +24,85 @@ _FORMAT_NAMES = {
 }
 
 
-def _hf_to_annofree(source: Path, out: Path) -> Path:
-    """transformers ``GroupViTModel`` directory -> annofree ``model.safetensors``."""
+def _read_annofree(source: Path):
+    from annofree.models import GroupViT
+    from annofree.weights import load
+
+    model = load(source)
+    if not isinstance(model, GroupViT):
+        raise UserError(f"{source}: only GroupViT weights convert to other formats, not {type(model).__name__}")
+    return model
+
+
+def _read_official(source: Path):
+    from annofree.interop.official import load_official_checkpoint
+
+    return load_official_checkpoint(source)
+
+
+def _read_hf(source: Path):
     from annofree.interop.hf import load_hf_checkpoint
+
+    return load_hf_checkpoint(source)
+
+
+def _write_annofree(model, out: Path, source: str) -> Path:
     from annofree.weights import save_weights
 
-    model = load_hf_checkpoint(source)
-    extra = {"annofree.converted_from": f"transformers:{source.name}"}
-    return save_weights(out, model, "groupvit", model.config.to_dict(), extra=extra)
+    return save_weights(out, model, "groupvit", model.config.to_dict(), extra={"annofree.converted_from": source})
 
 
-_CONVERTERS: dict[tuple[str, str], Callable[[Path, Path], Path]] = {
-    ("hf", "annofree"): _hf_to_annofree,
+def _write_official(model, out: Path, source: str) -> Path:
+    from annofree.interop.official import save_official_checkpoint
+
+    if out.is_dir() or not out.suffix:
+        out = out / "groupvit_official.pth"
+    return save_official_checkpoint(model, out)
+
+
+def _write_hf(model, out: Path, source: str) -> Path:
+    from annofree.interop.hf import save_hf_checkpoint
+
+    return save_hf_checkpoint(model, out)
+
+
+_READERS: dict[str, Callable[[Path], object]] = {"annofree": _read_annofree, "official": _read_official, "hf": _read_hf}
+_WRITERS: dict[str, Callable[[object, Path, str], Path]] = {
+    "annofree": _write_annofree,
+    "official": _write_official,
+    "hf": _write_hf,
 }
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert",
-        help="convert model weights between formats",
+        help="convert GroupViT weights between annofree, official and transformers formats",
         description=(
-            "Convert model weights between formats. Supported now: --from hf (a transformers GroupViTModel "
-            "directory with config.json and weights) --to annofree (the default)."
+            "Convert GroupViT weights between formats: annofree (model.safetensors or a named pretrained model), "
+            "official (the NVlabs .pth release; read without running pickled code) and hf (a transformers "
+            "GroupViTModel directory). Examples: --from official group_vit_gcc_yfcc_30e-879422e0.pth --out w; "
+            "--from annofree w --to hf hf_dir; --from annofree w --to official out.pth."
         ),
     )
-    parser.add_argument("--from", dest="source_format", required=True, choices=SOURCE_FORMATS, help="input format")
-    parser.add_argument("--to", dest="target_format", default="annofree", choices=TARGET_FORMATS, help="output format")
-    parser.add_argument("source", type=Path, help="input checkpoint (a directory for --from hf)")
+    parser.add_argument("--from", dest="source_format", required=True, choices=FORMATS, help="input format")
+    parser.add_argument("--to", dest="target_format", default="annofree", choices=FORMATS, help="output format")
+    parser.add_argument("source", type=Path, help="input: a file, a directory (hf, a run) or a pretrained name")
     parser.add_argument(
-        "--out", required=True, type=Path, help="output: a directory (gets model.safetensors) or a .safetensors file"
+        "--out",
+        required=True,
+        type=Path,
+        help="output: a directory or .safetensors file (annofree), a directory (hf), a .pth file (official)",
     )
     return parser
 
 
 def convert(source_format: str, target_format: str, source: Path, out: Path) -> Path:
-    """Run the converter for the (from, to) pair; ``UserError`` for pairs not supported (yet)."""
+    """Read ``source`` in one format and write it to ``out`` in another; ``UserError`` on any bad input."""
     if source_format == target_format:
         raise UserError(f"--from and --to are both {source_format!r}: nothing to convert")
-    converter = _CONVERTERS.get((source_format, target_format))
-    if converter is None:
-        supported = ", ".join(f"--from {a} --to {b}" for a, b in _CONVERTERS)
-        raise UserError(
-            f"converting {_FORMAT_NAMES[source_format]} to {_FORMAT_NAMES[target_format]} is not supported yet "
-            f"(supported: {supported})"
-        )
-    return converter(source, out)
+    model = _READERS[source_format](source)
+    return _WRITERS[target_format](model, out, f"{source_format}:{Path(source).name}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Conversion from Hugging Face transformers' ``GroupViTModel`` into annofree's GroupViT.
+"""Conversion between Hugging Face transformers' ``GroupViTModel`` and annofree's GroupViT, both ways.
 
 transformers is not imported here: the functions take its objects (config, model, state dict) as
 arguments, so this module loads without it. ``load_hf_checkpoint`` imports it on demand.
@@ -189,8 +189,10 @@ _QKV = re.compile(
     r"^(vision_model\.encoder\.stages\.\d+\.layers\.\d+|text_model\.encoder\.layers\.\d+)"
     r"\.self_attn\.([qkv])_proj\.(weight|bias)$"
 )
-# In annofree but not in transformers: kept at its initial value by from_hf_model.
+# In annofree but not in transformers: kept at its initial value by from_hf_model (unless config.json has it).
 _ANNOFREE_ONLY = {"multi_label_logit_scale"}
+# config.json key where save_hf_checkpoint keeps what transformers has no field for (transformers keeps it).
+ANNOFREE_KEY = "annofree"
 
 
 def _rename(name: str) -> str:
@@ -232,12 +234,20 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def from_hf_model(hf_model: Any):
     """A ``transformers.GroupViTModel`` -> an annofree ``GroupViT`` with the same weights, in eval mode, fp32.
 
+    A directory written by :func:`save_hf_checkpoint` also carries annofree's own config and the multi-label
+    temperature (``config.json``, key ``annofree``); they are restored, so the round trip is exact.
     Raises ``ValueError`` for configs annofree cannot express (see the module docstring).
     """
     from annofree.models import GroupViT
 
-    model = GroupViT(config_from_hf(hf_model.config))
+    config = config_from_hf(hf_model.config)
+    extra = getattr(hf_model.config, ANNOFREE_KEY, None) or {}
+    if extra.get("config"):
+        config = GroupViTConfig.from_dict(extra["config"])
+    model = GroupViT(config)
     state = state_dict_from_hf(hf_model.state_dict())
+    if "multi_label_logit_scale" in extra:
+        state["multi_label_logit_scale"] = torch.tensor(float(extra["multi_label_logit_scale"]))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - _ANNOFREE_ONLY:
         raise ValueError(f"conversion mismatch: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
@@ -287,4 +297,189 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-__all__ = ["config_from_hf", "from_hf_model", "load_hf_checkpoint", "state_dict_from_hf"]
+# ---- annofree -> transformers -------------------------------------------------------------------------
+
+# (pattern on annofree's names, replacement in transformers' names); first match wins. The inverse of _RENAMES.
+_IMG_BLOCK = r"^img_encoder\.layers\.(\d+)\.blocks\.(\d+)\."
+_TEXT_BLOCK = r"^text_encoder\.transformer\.resblocks\.(\d+)\."
+_HF_RENAMES = [
+    (r"^img_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embeddings.projection."),
+    (r"^img_encoder\.patch_embed\.norm\.", "vision_model.embeddings.layernorm."),
+    (r"^img_encoder\.pos_embed$", "vision_model.embeddings.position_embeddings"),
+    (_IMG_BLOCK + r"norm(\d)\.", r"vision_model.encoder.stages.\1.layers.\2.layer_norm\3."),
+    (_IMG_BLOCK + r"attn\.proj\.", r"vision_model.encoder.stages.\1.layers.\2.self_attn.out_proj."),
+    (_IMG_BLOCK + r"mlp\.", r"vision_model.encoder.stages.\1.layers.\2.mlp."),
+    (
+        r"^img_encoder\.layers\.(\d+)\.downsample\.pre_assign_attn\.attn\.proj\.",
+        r"vision_model.encoder.stages.\1.downsample.pre_assign_attn.attn.out_proj.",
+    ),
+    (r"^img_encoder\.layers\.(\d+)\.", r"vision_model.encoder.stages.\1."),
+    (r"^img_encoder\.norm\.", "vision_model.layernorm."),
+    (r"^text_encoder\.token_embedding\.", "text_model.embeddings.token_embedding."),
+    (r"^text_encoder\.positional_embedding$", "text_model.embeddings.position_embedding.weight"),
+    (_TEXT_BLOCK + r"ln_(\d)\.", r"text_model.encoder.layers.\1.layer_norm\2."),
+    (_TEXT_BLOCK + r"attn\.out_proj\.", r"text_model.encoder.layers.\1.self_attn.out_proj."),
+    (_TEXT_BLOCK + r"mlp\.c_fc\.", r"text_model.encoder.layers.\1.mlp.fc1."),
+    (_TEXT_BLOCK + r"mlp\.c_proj\.", r"text_model.encoder.layers.\1.mlp.fc2."),
+    (r"^text_encoder\.ln_final\.", "text_model.final_layer_norm."),
+    (r"^img_projector\.linear_hidden\.([01])\.", r"visual_projection.\1."),
+    (r"^img_projector\.linear_out\.", "visual_projection.3."),
+    (r"^text_projector\.linear_hidden\.([01])\.", r"text_projection.\1."),
+    (r"^text_projector\.linear_out\.", "text_projection.3."),
+    (r"^logit_scale$", "logit_scale"),
+]
+_FUSED = re.compile(
+    r"^(?:img_encoder\.layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)"
+    r"|text_encoder\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias))$"
+)
+
+
+def _split_qkv(match: re.Match, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    stage, layer, kind, text_layer, text_kind = match.groups()
+    if text_layer is not None:
+        prefix, kind = f"text_model.encoder.layers.{text_layer}.self_attn", text_kind
+    else:
+        prefix = f"vision_model.encoder.stages.{stage}.layers.{layer}.self_attn"
+    q, k, v = tensor.chunk(3, dim=0)
+    return {f"{prefix}.{which}_proj.{kind}": part.clone() for which, part in zip("qkv", (q, k, v), strict=True)}
+
+
+def state_dict_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """annofree's parameters -> transformers' names, splitting fused q/k/v; annofree-only entries are dropped."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name in _ANNOFREE_ONLY:
+            continue
+        match = _FUSED.match(name)
+        if match:
+            out.update(_split_qkv(match, tensor))
+            continue
+        for pattern, repl in _HF_RENAMES:
+            new, count = re.subn(pattern, repl, name)
+            if count:
+                out[new] = tensor.detach().clone()
+                break
+        else:
+            raise KeyError(f"no transformers name for annofree parameter {name!r}")
+    return out
+
+
+def _check_hf_expressible(config: GroupViTConfig) -> None:
+    """What transformers' GroupViT cannot run the same way; refused rather than exported wrong."""
+    image = config.image
+    problems = []
+    if image.stem != "patch":
+        problems.append(f"its {image.stem!r} stem (transformers has the linear patch embedding only)")
+    if not image.hard_assignment:
+        problems.append("soft assignment (transformers always assigns hard)")
+    if len(set(image.num_heads)) != 1:
+        problems.append(f"per-stage heads {image.num_heads} (transformers has one head count)")
+    if image.mlp_ratio != _PRE_ASSIGN_MLP_RATIO:
+        problems.append(f"mlp_ratio {image.mlp_ratio} (transformers sizes the pre-assign MLP by it; must be 4)")
+    if not image.qkv_bias:
+        problems.append("qkv without bias")
+    if problems:
+        raise UserError("transformers' GroupViT cannot express this model: " + "; ".join(problems))
+
+
+def config_to_hf(config: GroupViTConfig) -> dict[str, Any]:
+    """The ``config.json`` of a ``transformers.GroupViTModel`` equivalent to ``config`` (no transformers needed)."""
+    _check_hf_expressible(config)
+    image, text = config.image, config.text
+    vision = {
+        "model_type": "groupvit_vision_model",
+        "hidden_size": image.embed_dim,
+        "intermediate_size": int(image.embed_dim * image.mlp_ratio),
+        "depths": list(image.depths),
+        "num_hidden_layers": sum(image.depths),
+        "num_group_tokens": list(image.num_group_tokens),
+        # transformers keeps one extra, unused entry for the last stage
+        "num_output_groups": [*image.num_output_groups, image.num_output_groups[-1]],
+        "num_attention_heads": image.num_heads[0],
+        "image_size": image.img_size,
+        "patch_size": image.patch_size,
+        "num_channels": image.in_chans,
+        "hidden_act": "gelu",
+        "layer_norm_eps": image.layer_norm_eps,
+        "assign_eps": image.assign_eps,
+        "assign_mlp_ratio": list(image.assign_mlp_ratio),
+    }
+    textual = {
+        "model_type": "groupvit_text_model",
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.width,
+        "intermediate_size": int(text.width * text.mlp_ratio),
+        "num_hidden_layers": text.layers,
+        "num_attention_heads": text.heads,
+        "max_position_embeddings": text.context_length,
+        "hidden_act": "quick_gelu",
+        "layer_norm_eps": text.layer_norm_eps,
+        "bos_token_id": text.vocab_size - 2,
+        "eos_token_id": text.vocab_size - 1,  # annofree pools at the largest id: the last one of the vocabulary
+        "pad_token_id": 1,
+    }
+    return {
+        "model_type": "groupvit",
+        "architectures": ["GroupViTModel"],
+        "dtype": "float32",
+        "projection_dim": config.embed_dim,
+        "projection_intermediate_dim": config.proj_hidden_dim,
+        "logit_scale_init_value": config.logit_scale_init,
+        "text_config": textual,
+        "vision_config": vision,
+    }
+
+
+def _preprocessor_config(config: GroupViTConfig) -> dict[str, Any]:
+    """transformers' image processor settings with the statistics this model was trained with."""
+    size = config.image.img_size
+    return {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": size},
+        "do_center_crop": True,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(config.pixel_mean),
+        "image_std": list(config.pixel_std),
+        "resample": 3,
+    }
+
+
+def save_hf_checkpoint(model, directory: str | Path) -> Path:
+    """Write a directory that ``transformers.GroupViTModel.from_pretrained`` loads: config.json, model.safetensors
+    and preprocessor_config.json (with the model's own pixel statistics). Written without importing transformers.
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    from annofree.weights import atomic_write
+
+    hf_config = config_to_hf(model.config)
+    hf_config[ANNOFREE_KEY] = {
+        "config": model.config.to_dict(),
+        "multi_label_logit_scale": float(model.multi_label_logit_scale.detach()),
+    }
+    state = {name: t.contiguous() for name, t in state_dict_to_hf(model.state_dict()).items()}
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory}: exists and is not a directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    for name, content in (("config.json", hf_config), ("preprocessor_config.json", _preprocessor_config(model.config))):
+        atomic_write(directory / name, lambda tmp, c=content: Path(tmp).write_text(json.dumps(c, indent=2) + "\n"))
+    return directory
+
+
+__all__ = [
+    "config_from_hf",
+    "config_to_hf",
+    "from_hf_model",
+    "load_hf_checkpoint",
+    "save_hf_checkpoint",
+    "state_dict_from_hf",
+    "state_dict_to_hf",
+]

@@ -1,0 +1,196 @@
+"""The official NVlabs/GroupViT checkpoint format, both ways.
+
+A released file is ``torch.save({"model": state_dict, ...})``; the other entries (optimizer, scheduler,
+epoch, an OmegaConf config, metrics) are not needed to rebuild the model. annofree's parameter names are
+the official ones, so conversion differs in three places only:
+
+- the projection heads are 1x1 ``Conv1d`` layers officially (weights ``[out, in, 1]``), ``Linear`` here;
+- a state dict saved from a DDP-wrapped model has a ``module.`` prefix;
+- the file carries no model config that can be read without running code, so the config is read off the
+  tensor shapes. Attention heads leave no trace in the weights: the image encoder's come from the
+  training config pickled beside them (``config.model.img_encoder.num_heads``, an OmegaConf object read
+  as inert data), else ``width // 64`` as in both released models; the official text encoder always has
+  ``width // 64``. Files written by annofree also keep the full config
+  as a plain dict under ``annofree_config`` (the official loader ignores extra keys), so a round trip
+  rebuilds exactly the model it started from.
+
+Files are read with :func:`annofree.interop.safe_load.load_pth`: nothing in them is executed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from annofree.errors import UserError
+from annofree.models.config import GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+
+_CONV1D = re.compile(r"^(img|text)_projector\.(linear_hidden\.0|linear_out)\.weight$")
+CONFIG_KEY = "annofree_config"
+_HEAD_WIDTH = 64  # official text encoder: heads = width // 64; the released image encoders match it
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(name.startswith("module.") for name in state):
+        return {name[len("module.") :]: tensor for name, tensor in state.items()}
+    return dict(state)
+
+
+def state_dict_from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official names and shapes -> annofree's (Conv1d kernels squeezed, DDP prefix dropped)."""
+    out = {}
+    for name, tensor in _strip_prefix(state).items():
+        if _CONV1D.match(name):
+            if tensor.ndim != 3 or tensor.shape[-1] != 1:
+                raise ValueError(f"{name}: expected a 1x1 Conv1d weight [out, in, 1], got {tuple(tensor.shape)}")
+            tensor = tensor[..., 0]
+        out[name] = tensor
+    return out
+
+
+def state_dict_to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """annofree's state dict -> the official one (projection weights as 1x1 Conv1d kernels)."""
+    return {
+        name: (tensor.unsqueeze(-1) if _CONV1D.match(name) else tensor).detach().clone()
+        for name, tensor in state.items()
+    }
+
+
+def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
+    regex = re.compile(pattern)
+    return len({m.group(1) for name in state if (m := regex.match(name))})
+
+
+def _image_config(state: dict[str, torch.Tensor], heads: list[int] | None = None) -> ImageEncoderConfig:
+    pos, proj = state["img_encoder.pos_embed"], state["img_encoder.patch_embed.proj.weight"]
+    width, patch = proj.shape[0], proj.shape[-1]
+    grid = round(pos.shape[1] ** 0.5)
+    if grid * grid != pos.shape[1]:
+        raise ValueError(f"img_encoder.pos_embed has {pos.shape[1]} positions, not a square grid")
+    stages = _count(state, r"^img_encoder\.layers\.(\d+)\.")
+    depths = [_count(state, rf"^img_encoder\.layers\.{i}\.blocks\.(\d+)\.") for i in range(stages)]
+    group_tokens = [
+        state[f"img_encoder.layers.{i}.group_token"].shape[1] if f"img_encoder.layers.{i}.group_token" in state else 0
+        for i in range(stages)
+    ]
+    output_groups = [
+        state[f"img_encoder.layers.{i}.downsample.mlp_inter.fc2.weight"].shape[0] for i in range(stages - 1)
+    ]
+    token_hidden = state["img_encoder.layers.0.downsample.mlp_inter.fc1.weight"].shape[0]
+    channel_hidden = state["img_encoder.layers.0.downsample.mlp_channels.fc1.weight"].shape[0]
+    return ImageEncoderConfig(
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=proj.shape[1],
+        embed_dim=width,
+        depths=tuple(depths),
+        num_heads=tuple(heads) if heads else (max(1, width // _HEAD_WIDTH),) * stages,
+        num_group_tokens=tuple(group_tokens),
+        num_output_groups=tuple(output_groups),
+        mlp_ratio=state["img_encoder.layers.0.blocks.0.mlp.fc1.weight"].shape[0] / width,
+        assign_mlp_ratio=(token_hidden / width, channel_hidden / width),
+    )
+
+
+def _text_config(state: dict[str, torch.Tensor]) -> TextEncoderConfig:
+    tokens, positions = state["text_encoder.token_embedding.weight"], state["text_encoder.positional_embedding"]
+    width = tokens.shape[1]
+    return TextEncoderConfig(
+        context_length=positions.shape[0],
+        vocab_size=tokens.shape[0],
+        width=width,
+        layers=_count(state, r"^text_encoder\.transformer\.resblocks\.(\d+)\."),
+        heads=max(1, width // _HEAD_WIDTH),
+        mlp_ratio=state["text_encoder.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
+    )
+
+
+def config_from_official(state: dict[str, torch.Tensor], image_heads: list[int] | None = None) -> GroupViTConfig:
+    """The model config implied by an (annofree-named) official state dict's shapes (and the image heads)."""
+    try:
+        return GroupViTConfig(
+            image=_image_config(state, image_heads),
+            text=_text_config(state),
+            embed_dim=state["img_projector.linear_out.weight"].shape[0],
+            proj_hidden_dim=state["img_projector.linear_hidden.0.weight"].shape[0],
+        )
+    except KeyError as exc:
+        raise ValueError(f"not a GroupViT state dict: no {exc.args[0]}") from None
+
+
+def from_official_state(
+    state: dict[str, torch.Tensor], config: dict | None = None, image_heads: list[int] | None = None
+):
+    """An official ``state_dict`` -> an annofree ``GroupViT`` in eval mode (``ValueError`` on mismatch).
+
+    ``config`` (an annofree config dict) is used when given; otherwise it is read off the shapes.
+    """
+    from annofree.models import GroupViT
+
+    state = state_dict_from_official(state)
+    model = GroupViT(GroupViTConfig.from_dict(config) if config else config_from_official(state, image_heads))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"conversion mismatch: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    return model.eval()
+
+
+def load_official_checkpoint(path: str | Path):
+    """Read an official GroupViT ``.pth`` file safely and convert it; every failure is a ``UserError``."""
+    from annofree.interop.safe_load import load_pth
+
+    checkpoint = load_pth(path)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise UserError(f"{path}: not an official GroupViT checkpoint (expected {{'model': state_dict, ...}})")
+    config = checkpoint.get(CONFIG_KEY)
+    try:
+        return from_official_state(state, config if isinstance(config, dict) else None, _official_heads(checkpoint))
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise UserError(f"{path}: cannot convert this GroupViT checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def _official_heads(checkpoint: dict) -> list[int] | None:
+    """``config.model.img_encoder.num_heads`` of the pickled training config, when there is one."""
+    from annofree.interop.safe_load import plain_data
+
+    config = plain_data(checkpoint.get("config"))
+    try:
+        heads = config["model"]["img_encoder"]["num_heads"]
+    except (KeyError, TypeError):
+        return None
+    return [int(h) for h in heads] if isinstance(heads, list) and heads else None
+
+
+def save_official_checkpoint(model, path: str | Path) -> Path:
+    """Write ``{"model": state_dict}`` with the official names and shapes, atomically.
+
+    The official ``load_checkpoint`` reads ``checkpoint["model"]`` and needs nothing else for evaluation.
+    A model the official code would run differently (annofree's conv stem, soft assignment) is refused.
+    """
+    from annofree.weights import atomic_write
+
+    _check_official(model.config.image)
+    checkpoint = {"model": state_dict_to_official(model.state_dict()), CONFIG_KEY: model.config.to_dict()}
+    path = Path(path)
+    atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+    return path
+
+
+def _check_official(image: ImageEncoderConfig) -> None:
+    if image.stem != "patch":
+        raise UserError(f"the official GroupViT has no {image.stem!r} stem; only 'patch' models convert")
+    if not image.hard_assignment:
+        raise UserError("the official GroupViT always assigns hard; a soft-assignment model would run differently")
+
+
+__all__ = [
+    "config_from_official",
+    "from_official_state",
+    "load_official_checkpoint",
+    "save_official_checkpoint",
+    "state_dict_from_official",
+    "state_dict_to_official",
+]

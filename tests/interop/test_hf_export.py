@@ -1,0 +1,98 @@
+"""annofree -> transformers: the exported directory loads in transformers with equal outputs, and comes back exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from annofree.errors import UserError
+from annofree.interop.hf import config_to_hf, from_hf_model, load_hf_checkpoint, save_hf_checkpoint, state_dict_to_hf
+from annofree.models import GroupViT, GroupViTConfig
+from tests.interop.test_hf import SMALL_THREE_STAGES, SMALL_TWO_STAGES, assert_parity, build_hf, random_inputs
+
+transformers = pytest.importorskip("transformers")
+
+
+def _ours(config: dict, seed: int = 3):
+    """An annofree model with decisive grouping and a trained-looking multi-label temperature."""
+    model = from_hf_model(build_hf(config, seed=seed, sharpening=100.0))
+    with torch.no_grad():
+        model.multi_label_logit_scale.fill_(3.25)
+    return model
+
+
+@pytest.mark.parametrize("config", [SMALL_THREE_STAGES, SMALL_TWO_STAGES], ids=["three_stages", "two_stages"])
+def test_transformers_loads_our_export_with_equal_outputs(tmp_path, config: dict) -> None:
+    ours = _ours(config)
+    save_hf_checkpoint(ours, tmp_path / "hf")
+    hf, info = transformers.GroupViTModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not any(info.values()), info  # no missing, unexpected or mismatched weights
+    hf.eval()
+    v = hf.config.vision_config
+    length = hf.config.text_config.max_position_embeddings
+    pixels, ids = random_inputs(hf.config, batch=2, size=(v.image_size, v.image_size), length=length)
+    assert_parity(hf, ours, pixels, ids)
+
+
+def test_annofree_hf_annofree_round_trip_is_exact(tmp_path) -> None:
+    ours = _ours(SMALL_THREE_STAGES)
+    back = load_hf_checkpoint(save_hf_checkpoint(ours, tmp_path / "hf"))
+    assert back.config == ours.config
+    mine, theirs = ours.state_dict(), back.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in mine.items():
+        assert torch.equal(tensor, theirs[name]), name
+
+
+def test_export_writes_the_pixel_statistics_for_transformers_processor(tmp_path) -> None:
+    ours = _ours(SMALL_TWO_STAGES)
+    save_hf_checkpoint(ours, tmp_path / "hf")
+    processor = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert processor["image_mean"] == list(ours.config.pixel_mean)
+    assert processor["image_std"] == list(ours.config.pixel_std)
+    image_processor = transformers.CLIPImageProcessor.from_pretrained(tmp_path / "hf")
+    assert list(image_processor.image_mean) == pytest.approx(list(ours.config.pixel_mean))
+
+
+def test_state_dict_to_hf_splits_qkv_in_order() -> None:
+    model = GroupViT(
+        GroupViTConfig.from_dict(
+            {
+                "image": {
+                    "img_size": 32,
+                    "patch_size": 8,
+                    "embed_dim": 32,
+                    "depths": [1, 1],
+                    "num_heads": [2, 2],
+                    "num_group_tokens": [4, 0],
+                    "num_output_groups": [2],
+                },
+                "text": {"context_length": 8, "vocab_size": 50, "width": 16, "layers": 1, "heads": 2},
+                "embed_dim": 8,
+                "proj_hidden_dim": 16,
+            }
+        )
+    )
+    state = model.state_dict()
+    hf = state_dict_to_hf(state)
+    fused = state["img_encoder.layers.0.blocks.0.attn.qkv.weight"]
+    prefix = "vision_model.encoder.stages.0.layers.0.self_attn"
+    parts = [hf[f"{prefix}.{w}_proj.weight"] for w in "qkv"]
+    assert torch.equal(torch.cat(parts), fused)
+    assert "multi_label_logit_scale" not in hf
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ({"stem": "conv"}, "stem"),
+        ({"hard_assignment": False}, "soft assignment"),
+        ({"num_heads": [6, 3, 6]}, "per-stage heads"),
+    ],
+)
+def test_export_refuses_what_transformers_cannot_run(image: dict, message: str) -> None:
+    config = GroupViTConfig.from_dict({"image": image})
+    with pytest.raises(UserError, match=message):
+        config_to_hf(config)

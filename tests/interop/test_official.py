@@ -1,0 +1,266 @@
+"""The official NVlabs/GroupViT checkpoint format: reading it safely, converting both ways.
+
+The official file of the test is built independently of annofree's converter: a transformers GroupViTModel
+(a second implementation) is renamed with the documented official <-> transformers mapping
+(``../shared/reference/groupvit.md``, "State-dict names") written out below, projections as 1x1 Conv1d
+kernels, then saved the way the official training script saves (``{"model": ..., "optimizer": ...,
+"config": OmegaConf, "metrics": defaultdict}``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+
+import pytest
+import torch
+
+from annofree.errors import UserError
+from annofree.interop.official import (
+    config_from_official,
+    load_official_checkpoint,
+    save_official_checkpoint,
+    state_dict_from_official,
+    state_dict_to_official,
+)
+from annofree.interop.safe_load import load_pth
+from annofree.models import GroupViT, GroupViTConfig
+from tests.interop.test_hf import assert_parity, build_hf, random_inputs
+
+transformers = pytest.importorskip("transformers")
+
+# A small config the official code can build: text heads are width // 64 there, so the text width is 128.
+OFFICIAL_SMALL = {
+    "vision_config": {
+        "hidden_size": 48,
+        "intermediate_size": 192,
+        "num_attention_heads": 3,
+        "depths": [2, 1, 1],
+        "num_hidden_layers": 4,
+        "num_group_tokens": [16, 6, 0],
+        "num_output_groups": [16, 3, 3],
+        "image_size": 48,
+        "patch_size": 8,
+    },
+    "text_config": {
+        "hidden_size": 128,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "vocab_size": 300,
+        "max_position_embeddings": 16,
+        "bos_token_id": 298,
+        "eos_token_id": 299,
+        "pad_token_id": 0,
+    },
+    "projection_dim": 24,
+    "projection_intermediate_dim": 64,
+}
+
+# The documented mapping, transformers -> official (first match wins).
+_DOC_MAPPING = [
+    (r"^vision_model\.embeddings\.patch_embeddings\.projection\.", "img_encoder.patch_embed.proj."),
+    (r"^vision_model\.embeddings\.layernorm\.", "img_encoder.patch_embed.norm."),
+    (r"^vision_model\.embeddings\.position_embeddings$", "img_encoder.pos_embed"),
+    (
+        r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.layer_norm(\d)\.",
+        r"img_encoder.layers.\1.blocks.\2.norm\3.",
+    ),
+    (
+        r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.self_attn\.out_proj\.",
+        r"img_encoder.layers.\1.blocks.\2.attn.proj.",
+    ),
+    (r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\.mlp\.", r"img_encoder.layers.\1.blocks.\2.mlp."),
+    (
+        r"^vision_model\.encoder\.stages\.(\d+)\.downsample\.pre_assign_attn\.attn\.out_proj\.",
+        r"img_encoder.layers.\1.downsample.pre_assign_attn.attn.proj.",
+    ),
+    (r"^vision_model\.encoder\.stages\.(\d+)\.", r"img_encoder.layers.\1."),
+    (r"^vision_model\.layernorm\.", "img_encoder.norm."),
+    (r"^text_model\.encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"text_encoder.transformer.resblocks.\1.ln_\2."),
+    (
+        r"^text_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.",
+        r"text_encoder.transformer.resblocks.\1.attn.out_proj.",
+    ),
+    (r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"text_encoder.transformer.resblocks.\1.mlp.c_fc."),
+    (r"^text_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"text_encoder.transformer.resblocks.\1.mlp.c_proj."),
+    (r"^text_model\.embeddings\.token_embedding\.", "text_encoder.token_embedding."),
+    (r"^text_model\.embeddings\.position_embedding\.weight$", "text_encoder.positional_embedding"),
+    (r"^text_model\.final_layer_norm\.", "text_encoder.ln_final."),
+    (r"^visual_projection\.([01])\.", r"img_projector.linear_hidden.\1."),
+    (r"^visual_projection\.3\.", "img_projector.linear_out."),
+    (r"^text_projection\.([01])\.", r"text_projector.linear_hidden.\1."),
+    (r"^text_projection\.3\.", "text_projector.linear_out."),
+    (r"^logit_scale$", "logit_scale"),
+]
+
+
+def _doc_rename(name: str) -> str:
+    for pattern, repl in _DOC_MAPPING:
+        new, count = re.subn(pattern, repl, name)
+        if count:
+            return new
+    raise KeyError(name)
+
+
+def official_state_from_hf(hf) -> dict[str, torch.Tensor]:
+    """transformers weights -> the official state dict, by the documentation (fused qkv, Conv1d heads)."""
+    hf_state = {k: v for k, v in hf.state_dict().items() if not k.endswith("position_ids")}
+    out = {}
+    for name in list(hf_state):
+        match = re.match(r"^(.*)\.self_attn\.q_proj\.(weight|bias)$", name)
+        if match:
+            prefix, kind = match.groups()
+            parts = [hf_state.pop(f"{prefix}.self_attn.{w}_proj.{kind}") for w in "qkv"]
+            fused = _doc_rename(f"{prefix}.self_attn.out_proj.{kind}")
+            if fused.startswith("text_encoder"):
+                fused = fused.replace("attn.out_proj.", "attn.in_proj_")
+            else:
+                fused = fused.replace("attn.proj.", "attn.qkv.")
+            out[fused] = torch.cat(parts)
+    for name, tensor in hf_state.items():
+        if ".self_attn.k_proj." in name or ".self_attn.v_proj." in name:
+            continue
+        official = _doc_rename(name)
+        if re.match(r"^(img|text)_projector\.(linear_hidden\.0|linear_out)\.weight$", official):
+            tensor = tensor.unsqueeze(-1)  # Conv1d(kernel_size=1)
+        out[official] = tensor
+    out["multi_label_logit_scale"] = torch.tensor(2.5)
+    return out
+
+
+def _official_config(omegaconf, heads: list[int]):
+    return omegaconf.OmegaConf.create(
+        {
+            "model": {"type": "MultiLabelContrastive", "img_encoder": {"type": "GroupViT", "num_heads": heads}},
+            "train": {"amp_opt_level": "O1"},
+        }
+    )
+
+
+def write_official_file(path, hf, *, ddp_prefix: bool = False) -> None:
+    """Save as the official training script does: weights, optimizer, epoch, OmegaConf config, metrics."""
+    omegaconf = pytest.importorskip("omegaconf")
+    state = official_state_from_hf(hf)
+    if ddp_prefix:
+        state = {f"module.{k}": v for k, v in state.items()}
+    heads = [hf.config.vision_config.num_attention_heads] * len(hf.config.vision_config.depths)
+    torch.save(
+        {
+            "model": state,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]},
+            "epoch": 29,
+            "config": _official_config(omegaconf, heads),
+            "metrics": collections.defaultdict(float, {"acc1": 43.7}),
+        },
+        path,
+    )
+
+
+@pytest.mark.parametrize("ddp_prefix", [False, True], ids=["plain", "ddp"])
+def test_official_file_converts_to_the_model_it_came_from(tmp_path, ddp_prefix: bool) -> None:
+    hf = build_hf(OFFICIAL_SMALL, seed=5, sharpening=100.0)
+    write_official_file(tmp_path / "group_vit.pth", hf, ddp_prefix=ddp_prefix)
+    ours = load_official_checkpoint(tmp_path / "group_vit.pth")
+    assert ours.config.image.num_heads == (3, 3, 3)  # from the pickled OmegaConf config, read as data
+    assert ours.config.text.heads == 2  # 128 // 64, as the official text encoder
+    assert float(ours.multi_label_logit_scale.detach()) == 2.5
+    v = hf.config.vision_config
+    pixels, ids = random_inputs(hf.config, batch=2, size=(v.image_size, v.image_size), length=16)
+    assert_parity(hf, ours, pixels, ids)
+
+
+def test_annofree_official_annofree_round_trip_is_exact(tmp_path) -> None:
+    from tests.interop.test_hf import SMALL_THREE_STAGES
+    from tests.interop.test_hf_export import _ours
+
+    ours = _ours(SMALL_THREE_STAGES)
+    path = save_official_checkpoint(ours, tmp_path / "out.pth")
+    raw = load_pth(path)
+    assert raw["model"]["img_projector.linear_out.weight"].ndim == 3  # Conv1d kernels, as the official code
+    back = load_official_checkpoint(path)
+    assert back.config == ours.config
+    mine, theirs = ours.state_dict(), back.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in mine.items():
+        assert torch.equal(tensor, theirs[name]), name
+
+
+def test_config_from_shapes_matches_the_released_architecture() -> None:
+    """Without a readable config, the released gcc_yfcc architecture is recovered from the weights alone."""
+    reference = GroupViTConfig()
+    state = state_dict_from_official(state_dict_to_official(GroupViT(reference).state_dict()))
+    config = config_from_official(state)
+    assert config.image.num_heads == reference.image.num_heads == (6, 6, 6)
+    for field in (
+        "img_size",
+        "patch_size",
+        "embed_dim",
+        "depths",
+        "num_group_tokens",
+        "num_output_groups",
+        "mlp_ratio",
+        "assign_mlp_ratio",
+    ):
+        assert getattr(config.image, field) == getattr(reference.image, field), field
+    assert config.text == reference.text
+    assert (config.embed_dim, config.proj_hidden_dim) == (reference.embed_dim, reference.proj_hidden_dim)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run > pwned.txt",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": {"logit_scale": torch.tensor(1.0)}, "payload": _RunsCode()}, tmp_path / "evil.pth")
+    with pytest.raises(UserError, match=r"evil\.pth: refused: .*system"):
+        load_official_checkpoint(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "no such file"), (b"not a checkpoint", "not a zip-format"), ("tensor", "not an official GroupViT")],
+)
+def test_bad_official_files_get_one_line_errors(tmp_path, content, message: str) -> None:
+    path = tmp_path / "ckpt.pth"
+    if content == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as info:
+        load_official_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_official_export_refuses_what_the_official_code_would_run_differently(tmp_path) -> None:
+    model = GroupViT(GroupViTConfig.from_dict({"image": {"hard_assignment": False}, "text": {"layers": 1}}))
+    with pytest.raises(UserError, match="soft-assignment"):
+        save_official_checkpoint(model, tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()
+
+
+def test_convert_command_chains_official_annofree_hf_official(tmp_path) -> None:
+    """CLI: official -> annofree -> hf -> official; the tensors that come back are the ones that went in."""
+    import annofree
+    from annofree.cli import main
+
+    hf = build_hf(OFFICIAL_SMALL, seed=7, sharpening=100.0)
+    write_official_file(tmp_path / "release.pth", hf)
+    steps = [
+        ("official", "annofree", tmp_path / "release.pth", tmp_path / "w"),
+        ("annofree", "hf", tmp_path / "w", tmp_path / "hf"),
+        ("hf", "official", tmp_path / "hf", tmp_path / "back.pth"),
+    ]
+    for source_format, target_format, source, out in steps:
+        argv = ["convert", "--from", source_format, "--to", target_format, str(source), "--out", str(out)]
+        assert main(argv) == 0
+    start, end = load_pth(tmp_path / "release.pth")["model"], load_pth(tmp_path / "back.pth")["model"]
+    assert start.keys() == end.keys()
+    for name, tensor in start.items():
+        assert torch.equal(tensor, end[name]), name
+    model = annofree.load(tmp_path / "w")
+    assert model.config.image.num_heads == (3, 3, 3)

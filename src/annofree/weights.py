@@ -56,10 +56,20 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; give the usual mode instead
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0666 minus the umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0o022)  # read the umask (the only portable way is to set it) and put it back
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_weights(

@@ -97,3 +97,19 @@ def test_weights_step_without_a_readable_file_is_none(tmp_path: Path) -> None:
     assert weights_step(tmp_path) is None
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     assert weights_step(tmp_path) is None
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    import os
+
+    from annofree.weights import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("x"))
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        os.chmod(tmp_path / "a.txt", 0o640)
+        atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("y"))
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+    finally:
+        os.umask(umask)

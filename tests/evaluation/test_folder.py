@@ -138,3 +138,42 @@ def tiny_groupvit_bpe():
     from tests.tiny import tiny_groupvit
 
     return tiny_groupvit().eval()
+
+
+def test_scores_without_background_come_from_the_same_pass(tmp_path):
+    """VOC20 / Context59 style: background pixels ignored, every pixel given its best object class."""
+    write_classes(tmp_path, ["background", "cat", "dog"])
+    image = np.zeros((8, 16, 3), dtype=np.uint8)
+    write_segmentation_sample(tmp_path, "a", image, _label(1, 0))
+    write_segmentation_sample(tmp_path, "b", image, _label(1, 1))
+    write_segmentation_sample(tmp_path, "c", image, _label(2, 255))
+    model = HalvesModel(["cat", "dog"], E[0], E[3])
+    results = evaluate_folder(model, tmp_path, short_side=None, tokenizer=model.tokenize, progress=False)
+    objects = results["without_background"]
+    # The right group ties between cat and dog; the first class keeps a tie, so every pixel is "cat".
+    # (gt, pred) counts: (cat, cat) 64 + 128, (dog, cat) 64; background and 255 pixels are not counted.
+    assert objects["per_class_iou"] == {"cat": pytest.approx(192 / 256), "dog": 0.0}
+    assert objects["miou"] == pytest.approx(0.375)
+    assert objects["pixel_accuracy"] == pytest.approx(0.75) and objects["num_pixels"] == 256
+
+
+def test_a_protocol_prompts_edited_names_and_reports_the_data_set_names():
+    from annofree.evaluation.folder import evaluate_dataset
+    from annofree.evaluation.protocols import ZeroShotProtocol
+
+    class Tiny:
+        classes = ("background", "diningtable", "dog")
+        background = True
+        skipped = ("broken.jpg",)
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return "x", np.zeros((8, 16, 3), dtype=np.uint8), _label(1, 2)
+
+    model = HalvesModel(["table", "dog"], E[0], E[1])  # the model knows "table", not "diningtable"
+    protocol = ZeroShotProtocol("voc", 0.5, {"diningtable": "table"}, None, "whole")
+    results = evaluate_dataset(model, Tiny(), protocol, tokenizer=model.tokenize, progress=False)
+    assert results["per_class_iou"] == {"background": None, "diningtable": 1.0, "dog": 1.0}
+    assert results["skipped"] == 1

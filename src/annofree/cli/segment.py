@@ -7,6 +7,9 @@ NAME.json (classes, pixel fractions, size).
 DenseSiam (unsupervised, see :mod:`annofree.cli.clusters`): NAME.png (uint8 cluster ids) and
 NAME_overlay.png (legend of cluster ids); ``--classes`` is an error, since clusters have no names.
 
+``--onnx DIR`` replaces ``--weights`` with a GroupViT exported by ``annofree export onnx``: the same zero-shot
+segmentation and outputs, the model run by onnxruntime (:class:`annofree.inference.onnx_runtime.OnnxGroupViT`).
+
 A file that cannot be read is reported on one line and the others are still processed; the exit code is
 then 1.
 """
@@ -33,12 +36,21 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 # ----------------------------------------------------------------------------- shared with `annofree evaluate`
 
 
-def add_inference_options(parser: argparse.ArgumentParser) -> None:
+def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
     """Options of the zero-shot segmenter (also used by ``annofree evaluate``); DenseSiam reads only
-    ``--weights``, ``--short-side`` and ``--device``."""
+    ``--weights``, ``--short-side`` and ``--device``. With ``onnx``, ``--onnx DIR`` may replace ``--weights``
+    (the caller checks that exactly one is given)."""
     parser.add_argument(
-        "--weights", required=True, help="GroupViT or DenseSiam weights: a run directory or a .safetensors file"
+        "--weights", required=not onnx, help="GroupViT or DenseSiam weights: a run directory or a .safetensors file"
     )
+    if onnx:
+        parser.add_argument(
+            "--onnx",
+            metavar="DIR",
+            default=None,
+            help="instead of --weights: a GroupViT exported by `annofree export onnx`, run with onnxruntime "
+            "(--device cpu, or cuda with onnxruntime-gpu)",
+        )
     parser.add_argument(
         "--bg-thresh",
         type=float,
@@ -142,14 +154,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="GroupViT weights (zero-shot, --classes required): for each image write NAME.png (class ids, "
         "0 = background, i = i-th class), NAME_overlay.png and NAME.json into --out. DenseSiam weights "
         "(unsupervised, no --classes): NAME.png (cluster ids) and NAME_overlay.png; the GroupViT-only options "
-        "(--bg-thresh, --mode, --window, --stride, --topk, --prompts) are ignored.",
+        "(--bg-thresh, --mode, --window, --stride, --topk, --prompts) are ignored. --onnx DIR instead of --weights: a "
+        "GroupViT exported by `annofree export onnx`, run with onnxruntime (same outputs).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
     parser.add_argument(
         "--classes", default=None, help='GroupViT only, required there: comma-separated class names, e.g. "cat,dog"'
     )
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
-    add_inference_options(parser)
+    add_inference_options(parser, onnx=True)
     parser.add_argument("--alpha", type=float, default=0.5, help="colour opacity of the overlay (default 0.5)")
     return parser
 
@@ -259,12 +272,23 @@ def process_images(files: Sequence[Path], errors: Sequence[str], out_dir: Path, 
     return 1 if failed else 0
 
 
+def load_onnx(directory: str, device: str | None):
+    """An ``OnnxGroupViT`` (the zero-shot segmenter takes it as it takes a GroupViT); CPU unless ``device``."""
+    from annofree.inference.onnx_runtime import OnnxGroupViT
+
+    return OnnxGroupViT(directory, device=device or "cpu")
+
+
 def run(args: argparse.Namespace) -> int:
+    if (args.weights is None) == (args.onnx is None):
+        raise UserError("give exactly one of --weights (a run directory or .safetensors file) and --onnx DIR")
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
     files, errors = collect_images(args.images)
     if not files:
         raise UserError("; ".join(errors) if errors else "no images given")
+    if args.onnx is not None:
+        return _segment_zero_shot(args, load_onnx(args.onnx, args.device), files, errors)
     model = load_model(args.weights, resolve_device(args.device))
     if is_densesiam(model):
         from annofree.cli.clusters import segment_clusters
@@ -277,7 +301,7 @@ def _segment_zero_shot(args: argparse.Namespace, model, files: list[Path], error
     from annofree.data.images import load_image
 
     if args.classes is None:
-        raise UserError('--classes is required with GroupViT weights (e.g. --classes "cat,dog,grass")')
+        raise UserError('--classes is required with GroupViT weights or --onnx (e.g. --classes "cat,dog,grass")')
     class_names = parse_classes(args.classes)
     segmenter = ZeroShotSegmenter(model, class_names, **segmenter_options(args))
     out_dir = make_out_dir(args.out)

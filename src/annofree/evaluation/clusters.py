@@ -24,6 +24,7 @@ from annofree.errors import UserError
 from annofree.evaluation.folder import Sample, _same_size_batches
 from annofree.evaluation.hungarian import evaluate_clusters
 from annofree.evaluation.metrics import ConfusionMatrix
+from annofree.evaluation.protocols import UnsupervisedProtocol
 
 THINGS_FILE = "things.txt"
 PredictBatch = Callable[[list[np.ndarray]], Sequence[np.ndarray]]  # same-size uint8 images -> cluster maps
@@ -71,12 +72,13 @@ def evaluate_cluster_samples(
     total: int | None = None,
     progress: bool = True,
     batch_size: int = 16,
+    on_result: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
     """Score any cluster predictor (a model, k-means on pixels...) on ``(name, image, label)`` samples.
 
     ``predict`` maps a list of same-size uint8 images to int cluster maps of their size, ids
-    ``0..num_clusters - 1``. Returns :meth:`ClusterScores.summary` plus ``num_images``, ``num_pixels``,
-    ``num_clusters`` and ``matching``.
+    ``0..num_clusters - 1``; ``on_result(name, image, label, clusters)`` sees each map. Returns
+    :meth:`ClusterScores.summary` plus ``num_images``, ``num_pixels``, ``num_clusters`` and ``matching``.
     """
     method = matching_method(num_clusters, len(class_names), many_to_one)
     # Square, so that the streaming matrix takes both ids; cut to [classes, clusters] below.
@@ -84,7 +86,9 @@ def evaluate_cluster_samples(
     count = 0
     with tqdm(total=total, desc="evaluate", unit="img", disable=not progress) as bar:
         for batch in _same_size_batches(samples, batch_size):
-            for (name, _, label), clusters in zip(batch, predict([image for _, image, _ in batch]), strict=True):
+            for (name, image, label), clusters in zip(batch, predict([image for _, image, _ in batch]), strict=True):
+                if on_result is not None:
+                    on_result(name, image, label, np.asarray(clusters))
                 try:
                     if np.asarray(clusters).size and int(np.max(clusters)) >= num_clusters:
                         # The square matrix would take it, then lose it when cut to num_clusters columns.
@@ -121,17 +125,53 @@ def evaluate_cluster_folder(
     ``groups`` is empty without ``things.txt`` (module docstring). ``limit`` scores only the first images.
     """
     from annofree.data.folder import SegmentationFolder
-    from annofree.inference.clusters import ClusterSegmenter
 
     dataset = SegmentationFolder(root)
+    groups = read_groups(root, [str(c) for c in dataset.classes])
+    try:
+        return evaluate_cluster_dataset(
+            model,
+            dataset,
+            short_side=short_side,
+            many_to_one=many_to_one,
+            groups=groups,
+            limit=limit,
+            progress=progress,
+        )
+    except UserError as exc:
+        raise UserError(f"{root}: {exc}") from None
+
+
+def evaluate_cluster_dataset(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    protocol: UnsupervisedProtocol | None = None,
+    short_side: int | None = None,
+    many_to_one: bool = False,
+    groups: dict[str, list[int]] | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    on_result: Callable[[str, np.ndarray, np.ndarray, np.ndarray], None] | None = None,
+) -> dict[str, Any]:
+    """Cluster scores on any data set (``classes``, ``len``, ``[i] -> (name, image, label)``).
+
+    ``protocol`` (e.g. short side 320 + centre crop 320) is applied to each image and label first.
+    Things/stuff come from ``groups`` or, when not given, from the data set's ``things`` (class names).
+    """
+    from annofree.inference.clusters import ClusterSegmenter
+
     classes = [str(c) for c in dataset.classes]
-    groups = read_groups(root, classes)
+    if groups is None:
+        groups = groups_from_things(classes, getattr(dataset, "things", None))
     segmenter = ClusterSegmenter(model, short_side=short_side)
     count = len(dataset) if limit is None else min(len(dataset), max(0, int(limit)))
     if count == 0:
-        raise UserError(f"{root}: no images to evaluate")
+        raise UserError("no images to evaluate")
     samples = (dataset[i] for i in range(count))
-    return evaluate_cluster_samples(
+    if protocol is not None:
+        samples = ((name, *protocol.apply(image, label)) for name, image, label in samples)
+    results = evaluate_cluster_samples(
         segmenter.segment_batch,
         samples,
         classes,
@@ -140,7 +180,29 @@ def evaluate_cluster_folder(
         groups=groups,
         total=count,
         progress=progress,
+        on_result=on_result,
     )
+    skipped = getattr(dataset, "skipped", None)
+    if skipped is not None:
+        results["skipped"] = len(skipped)
+    return results
 
 
-__all__ = ["THINGS_FILE", "evaluate_cluster_folder", "evaluate_cluster_samples", "matching_method", "read_groups"]
+def groups_from_things(classes: Sequence[str], things: Iterable[str] | None) -> dict[str, list[int]]:
+    """``{"things": ids, "stuff": ids}`` from a set of thing class names (``{}`` when there is none)."""
+    if not things:
+        return {}
+    names = set(things)
+    ids = [i for i, name in enumerate(classes) if name in names]
+    return {"things": ids, "stuff": [i for i in range(len(classes)) if i not in ids]}
+
+
+__all__ = [
+    "THINGS_FILE",
+    "evaluate_cluster_dataset",
+    "evaluate_cluster_folder",
+    "evaluate_cluster_samples",
+    "groups_from_things",
+    "matching_method",
+    "read_groups",
+]

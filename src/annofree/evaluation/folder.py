@@ -8,7 +8,7 @@ Label value 255 is ignored.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +18,14 @@ from tqdm import tqdm
 
 from annofree.errors import UserError
 from annofree.evaluation.metrics import ConfusionMatrix
-from annofree.inference.zero_shot import BACKGROUND, Tokenizer, ZeroShotSegmenter
+from annofree.evaluation.protocols import ZeroShotProtocol
+from annofree.inference.zero_shot import (
+    BACKGROUND,
+    SegmentationResult,
+    Tokenizer,
+    ZeroShotSegmenter,
+    upsample_argmax,
+)
 
 Sample = tuple[str, np.ndarray, np.ndarray]  # (name, uint8 image [H, W, 3], uint8 label [H, W])
 
@@ -43,6 +50,9 @@ def summarize(matrix: ConfusionMatrix, class_names: Sequence[str], num_images: i
     }
 
 
+OnResult = Callable[[str, np.ndarray, np.ndarray, SegmentationResult], None]
+
+
 def evaluate_samples(
     segmenter: ZeroShotSegmenter,
     samples: Iterable[Sample],
@@ -52,25 +62,46 @@ def evaluate_samples(
     progress: bool = True,
     ignore_index: int = 255,
     batch_size: int = 16,
+    without_background: bool = False,
+    on_result: OnResult | None = None,
 ) -> dict[str, Any]:
     """Segment each ``(name, image, label)`` and score it; label ids index ``class_names``.
 
     The segmenter's label ids must match the data set's (background first when it has one). Consecutive
     images of one size are segmented ``batch_size`` at a time (the results equal one-by-one segmentation).
+    With ``without_background`` (a segmenter with background) the same pass is also scored without it,
+    as VOC20 / Context59 are: background pixels ignored, each pixel given its best object class; the
+    scores go under ``"without_background"``. ``on_result(name, image, label, result)`` sees every result.
     """
     matrix = ConfusionMatrix(len(class_names), ignore_index=ignore_index)
+    objects = ConfusionMatrix(len(class_names) - 1, ignore_index=ignore_index) if without_background else None
     count = 0
     with tqdm(total=total, desc="evaluate", unit="img", disable=not progress) as bar:
         for batch in _same_size_batches(samples, batch_size):
             results = segmenter.segment_batch([image for _, image, _ in batch])
-            for (name, _, label), result in zip(batch, results, strict=True):
+            for (name, image, label), result in zip(batch, results, strict=True):
                 try:
                     matrix.update(result.label_map, label)
+                    if objects is not None:
+                        objects.update(*_objects_only(result, label, ignore_index))
                 except ValueError as exc:
                     raise UserError(f"{name}: {exc}") from None
+                if on_result is not None:
+                    on_result(name, image, label, result)
             count += len(batch)
             bar.update(len(batch))
-    return summarize(matrix, class_names, count)
+    summary = summarize(matrix, class_names, count)
+    if objects is not None:
+        summary["without_background"] = summarize(objects, class_names[1:], count)
+    return summary
+
+
+def _objects_only(result: SegmentationResult, label: np.ndarray, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction among the object classes only, and the label with background ignored (ids shifted down)."""
+    prediction = upsample_argmax(result.logits[1:].float(), result.size).numpy()
+    shifted = label.astype(np.int64) - 1
+    shifted[(label == 0) | (label == ignore_index)] = ignore_index
+    return prediction, shifted
 
 
 def _same_size_batches(samples: Iterable[Sample], batch_size: int) -> Iterator[list[Sample]]:
@@ -104,39 +135,71 @@ def evaluate_folder(
     """Zero-shot mIoU of ``model`` on a segmentation folder.
 
     Returns ``{"miou", "pixel_accuracy", "mean_accuracy", "per_class_iou": {name: iou or None},
-    "per_class_accuracy", "num_images", "num_pixels"}``. ``limit`` evaluates only the first images.
+    "per_class_accuracy", "num_images", "num_pixels"}`` (plus ``"without_background"`` when class 0 is the
+    background). ``limit`` evaluates only the first images.
     """
     from annofree.data.folder import SegmentationFolder
 
-    dataset = SegmentationFolder(root)
-    classes = [str(c) for c in dataset.classes]
-    if not classes:
-        raise UserError(f"{root}: classes.txt lists no classes")
-    with_background = classes[0].strip().lower() == BACKGROUND
-    queries = classes[1:] if with_background else classes
-    if not queries:
-        raise UserError(f"{root}: classes.txt has only the background; nothing to segment")
+    protocol = ZeroShotProtocol("folder", bg_thresh, {}, short_side, mode, window, stride, topk)
     try:
-        segmenter = ZeroShotSegmenter(
-            model,
-            queries,
-            bg_thresh=bg_thresh,
-            topk=topk,
-            template=template,
-            mode=mode,
-            window=window,
-            stride=stride,
-            short_side=short_side,
-            with_background=with_background,
-            tokenizer=tokenizer,
+        dataset = SegmentationFolder(root)
+        return evaluate_dataset(
+            model, dataset, protocol, template=template, tokenizer=tokenizer, limit=limit, progress=progress
         )
     except UserError as exc:
-        raise UserError(f"{root}: {exc}") from None
+        message = str(exc)
+        raise UserError(message if message.startswith(str(root)) else f"{root}: {message}") from None
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Any,
+    protocol: ZeroShotProtocol,
+    *,
+    template: str | Sequence[str] | None = None,
+    tokenizer: Tokenizer | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    on_result: OnResult | None = None,
+) -> dict[str, Any]:
+    """Zero-shot scores of ``model`` on any data set (``classes``, ``len``, ``[i] -> (name, image, label)``).
+
+    Id 0 is the background when the data set says so (``dataset.background``) or names it "background":
+    it is then predicted by the threshold and scored with and without it. The other classes are prompted
+    with ``protocol.queries`` (the reference's name edits); results keep the data set's names.
+    """
+    classes = [str(c) for c in dataset.classes]
+    if not classes:
+        raise UserError("the data set lists no classes")
+    with_background = bool(getattr(dataset, "background", classes[0].strip().lower() == BACKGROUND))
+    objects = classes[1:] if with_background else classes
+    if not objects:
+        raise UserError("the data set has only the background; nothing to segment")
+    segmenter = ZeroShotSegmenter(
+        model,
+        protocol.queries(objects),
+        template=template,
+        with_background=with_background,
+        tokenizer=tokenizer,
+        **protocol.segmenter_options(),
+    )
     count = len(dataset) if limit is None else min(len(dataset), max(0, int(limit)))
     if count == 0:
-        raise UserError(f"{root}: no images to evaluate")
+        raise UserError("no images to evaluate")
     samples = (dataset[i] for i in range(count))
-    return evaluate_samples(segmenter, samples, classes, total=count, progress=progress)
+    results = evaluate_samples(
+        segmenter,
+        samples,
+        classes,
+        total=count,
+        progress=progress,
+        without_background=with_background,
+        on_result=on_result,
+    )
+    skipped = getattr(dataset, "skipped", None)
+    if skipped is not None:
+        results["skipped"] = len(skipped)
+    return results
 
 
-__all__ = ["evaluate_folder", "evaluate_samples", "summarize"]
+__all__ = ["evaluate_dataset", "evaluate_folder", "evaluate_samples", "summarize"]

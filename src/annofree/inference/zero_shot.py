@@ -72,7 +72,14 @@ class SegmentationResult:
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside, the model's previous mode restored after."""
+    """Eval mode and no gradients inside, the model's previous mode restored after.
+
+    A model that is not a torch module (``OnnxGroupViT``) has no mode: only gradients are turned off.
+    """
+    if not isinstance(model, nn.Module):
+        with torch.no_grad():
+            yield
+        return
     was_training = model.training
     model.eval()
     try:
@@ -80,6 +87,15 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was_training)
+
+
+def input_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's inputs: its first parameter's for a torch module; a model run
+    elsewhere (``OnnxGroupViT``) names them as ``device`` and ``dtype`` attributes."""
+    if isinstance(model, nn.Module):
+        param = next(model.parameters())
+        return param.device, param.dtype
+    return model.device, model.dtype
 
 
 def check_class_names(class_names: Sequence[str]) -> list[str]:
@@ -129,7 +145,7 @@ def class_embeddings(
     templates = _templates(template)
     prompts = [t.format(name) for name in class_names for t in templates]
     context = model.config.text.context_length
-    device = next(model.parameters()).device
+    device, _ = input_device_dtype(model)
     with eval_mode(model):
         chunks = [
             model.encode_text(tokenizer(prompts[i : i + batch_size], context_length=context).to(device))
@@ -289,8 +305,9 @@ class ZeroShotSegmenter:
     gradients in eval mode (the model's mode is restored afterwards).
 
     Args:
-        model: a ``GroupViT`` (anything with ``encode_groups``, ``encode_text``, ``normalize_pixels``,
-            ``scale`` and ``config``).
+        model: a ``GroupViT``, or anything with ``encode_groups``, ``encode_text``, ``normalize_pixels``,
+            ``scale`` and ``config`` (e.g. ``annofree.inference.onnx_runtime.OnnxGroupViT``; see
+            ``input_device_dtype`` for models that are not torch modules).
         class_names: the text queries; label ``i`` (1-based with background) is ``class_names[i-1]``.
         bg_thresh: background threshold (reference: VOC 0.95, Context 0.35, COCO-Object 0.95).
         topk: classes kept by the image-level filter (``None``: all).
@@ -351,7 +368,7 @@ class ZeroShotSegmenter:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return input_device_dtype(self.model)[0]
 
     def crop_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised crops ``[N, 3, h, w]`` (any size) -> logits ``[N, K, h, w]`` (float32)."""
@@ -369,12 +386,12 @@ class ZeroShotSegmenter:
         return self._logits(to_pixel_batch(images))
 
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
-        param = next(self.model.parameters())
-        pixels = pixels.to(device=param.device, dtype=torch.float32)
+        device, dtype = input_device_dtype(self.model)
+        pixels = pixels.to(device=device, dtype=torch.float32)
         if self.short_side is not None:
             pixels = resize_short_side(pixels, int(self.short_side))
         with eval_mode(self.model):
-            pixels = self.model.normalize_pixels(pixels).to(param.dtype)
+            pixels = self.model.normalize_pixels(pixels).to(dtype)
             if self.mode == "slide":
                 return slide(self.crop_logits, pixels, self.window, self.stride, self.windows_per_batch)
             parts = [
@@ -408,6 +425,7 @@ __all__ = [
     "fit_to_patches",
     "group_class_affinity",
     "group_maps",
+    "input_device_dtype",
     "pixel_logits",
     "resize_short_side",
     "to_pixel_batch",

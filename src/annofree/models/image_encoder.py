@@ -133,9 +133,13 @@ class GroupViTImageEncoder(nn.Module):
         return self.cfg.embed_dim
 
     def position_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
-        """The learned position embedding, bicubically resized when the patch grid differs."""
+        """The learned position embedding, bicubically resized when the patch grid differs.
+
+        While tracing (ONNX export) the resize is always recorded: the shortcut would freeze the traced
+        graph to the example's size, and a resize to the same grid gives the embedding back (up to rounding).
+        """
         side = self.cfg.img_size // self.cfg.patch_size
-        if grid == (side, side):
+        if grid == (side, side) and not torch.jit.is_tracing():
             return self.pos_embed
         pos = self.pos_embed.reshape(1, side, side, -1).permute(0, 3, 1, 2)
         pos = F.interpolate(pos, size=grid, mode="bicubic", align_corners=False)

@@ -1,0 +1,124 @@
+"""The published evaluation protocols, one record per benchmark.
+
+Zero-shot (GroupViT, as NVlabs/GroupViT evaluates it with mmseg 0.18): the image is resized with its aspect
+ratio kept so that it fits (2048, 448), i.e. short side 448 for every image of these data sets (the long-side
+cap only binds past an aspect ratio of 4.6); ImageNet mean and std (the model's own statistics); sliding
+windows of 448 with stride 224; one prompt, "a photo of a {}."; top-5 image-level filter; the background
+thresholds of the reference configs (VOC 0.95, Context 0.35, COCO-Object 0.95). Class names are edited for
+prompting as the reference's data set classes do ("diningtable" -> "table", ...); the reported class names
+stay the data set's own.
+
+Data sets with a background class are scored twice from the same pass: with background (VOC21, Context60;
+background predicted by the threshold) and without (VOC20, Context59; background pixels ignored, every pixel
+predicted among the objects).
+
+Unsupervised (DenseSiam, PiCIE/STEGO style): short side 320, centre crop 320 (image bilinear, label nearest),
+clusters matched to classes by the Hungarian algorithm; pixel accuracy, mIoU, things/stuff by true class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from annofree.errors import UserError
+
+# The reference's prompting names (NVlabs/GroupViT segmentation/datasets/*.py) for mmseg's class names.
+VOC_PROMPT_NAMES = {"diningtable": "table", "pottedplant": "plant", "tvmonitor": "monitor"}
+CONTEXT_PROMPT_NAMES = {"aeroplane": "airplane", "pottedplant": "plant", "tvmonitor": "monitor"}
+
+
+@dataclass(frozen=True)
+class ZeroShotProtocol:
+    """How a zero-shot segmenter is run on one benchmark (keyword arguments of ``ZeroShotSegmenter``)."""
+
+    name: str
+    bg_thresh: float = 0.95
+    prompt_names: Mapping[str, str] = field(default_factory=dict)  # data set name -> prompted name
+    short_side: int | None = 448
+    mode: str = "slide"
+    window: int = 448
+    stride: int = 224
+    topk: int | None = 5
+
+    def segmenter_options(self) -> dict[str, Any]:
+        return {
+            "bg_thresh": self.bg_thresh,
+            "short_side": self.short_side,
+            "mode": self.mode,
+            "window": self.window,
+            "stride": self.stride,
+            "topk": self.topk,
+        }
+
+    def queries(self, class_names: Sequence[str]) -> list[str]:
+        """The text queries for ``class_names`` (the data set's names with the reference's edits)."""
+        return [self.prompt_names.get(name, name) for name in class_names]
+
+    def with_overrides(self, **overrides: Any) -> ZeroShotProtocol:
+        """A copy with the given fields changed (``None`` values keep the protocol's)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+ZERO_SHOT_PROTOCOLS: dict[str, ZeroShotProtocol] = {
+    "voc": ZeroShotProtocol("voc", bg_thresh=0.95, prompt_names=VOC_PROMPT_NAMES),
+    "voc20": ZeroShotProtocol("voc20", bg_thresh=0.95, prompt_names=VOC_PROMPT_NAMES),
+    "context60": ZeroShotProtocol("context60", bg_thresh=0.35, prompt_names=CONTEXT_PROMPT_NAMES),
+    "context59": ZeroShotProtocol("context59", bg_thresh=0.35, prompt_names=CONTEXT_PROMPT_NAMES),
+    "coco-object": ZeroShotProtocol("coco-object", bg_thresh=0.95),
+    "ade20k": ZeroShotProtocol("ade20k"),
+    "cityscapes": ZeroShotProtocol("cityscapes"),
+    "cocostuff27": ZeroShotProtocol("cocostuff27"),
+}
+
+
+def zero_shot_protocol(dataset: str) -> ZeroShotProtocol:
+    """The reference protocol of a benchmark; the generic folder gets the defaults (whole-image settings are
+    chosen on the command line)."""
+    return ZERO_SHOT_PROTOCOLS.get(dataset, ZeroShotProtocol(dataset))
+
+
+@dataclass(frozen=True)
+class UnsupervisedProtocol:
+    """Short-side resize then centre crop, applied to image and label alike before clustering."""
+
+    short_side: int = 320
+    crop: int | None = 320
+
+    def apply(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 image ``[H, W, 3]`` and label ``[H, W]`` -> the protocol's view of both (label by nearest)."""
+        if image.shape[:2] != label.shape[:2]:
+            raise UserError(f"label size {label.shape[:2]} differs from image size {image.shape[:2]}")
+        height, width = label.shape[:2]
+        scale = self.short_side / min(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+        label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+        if self.crop is None:
+            return image, label
+        return center_crop(image, self.crop), center_crop(label, self.crop)
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size x size`` part (the whole side where it is shorter)."""
+    height, width = array.shape[:2]
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    return array[top : top + size, left : left + size]
+
+
+UNSUPERVISED_PROTOCOL = UnsupervisedProtocol()
+
+__all__ = [
+    "CONTEXT_PROMPT_NAMES",
+    "UNSUPERVISED_PROTOCOL",
+    "VOC_PROMPT_NAMES",
+    "ZERO_SHOT_PROTOCOLS",
+    "UnsupervisedProtocol",
+    "ZeroShotProtocol",
+    "center_crop",
+    "zero_shot_protocol",
+]

@@ -15,7 +15,7 @@ from annofree.data import captions
 from annofree.data.captions import (
     PROMPT_TEMPLATES,
     SEGMENTATION_TEMPLATE,
-    SIMPLE_TEMPLATES,
+    SUBSET_TEMPLATES,
     extract_nouns,
     sample_prompts,
 )
@@ -29,16 +29,16 @@ def test_templates_are_clips():
     # CLIP's order: the notebook's list starts and ends with these.
     assert PROMPT_TEMPLATES[:2] == ("a bad photo of a {}.", "a photo of many {}.")
     assert PROMPT_TEMPLATES[-1] == "a tattoo of the {}."
-    assert SIMPLE_TEMPLATES == (
+    assert SUBSET_TEMPLATES == (
         "itap of a {}.",
-        "a bad photo of the {}.",
+        "a bad photo of a {}.",
         "a origami {}.",
         "a photo of the large {}.",
         "a {} in a video game.",
         "art of the {}.",
         "a photo of the small {}.",
     )
-    assert set(SIMPLE_TEMPLATES) <= set(PROMPT_TEMPLATES)
+    assert set(SUBSET_TEMPLATES) <= set(PROMPT_TEMPLATES)
     assert SEGMENTATION_TEMPLATE == "a photo of a {}." and SEGMENTATION_TEMPLATE in PROMPT_TEMPLATES
 
 

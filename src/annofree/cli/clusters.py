@@ -72,26 +72,65 @@ def _largest(clusters: np.ndarray, segmenter, top: int = 3) -> str:
 
 
 def evaluate_clusters(args: argparse.Namespace, model, out: Path | None) -> int:
-    """Hungarian (or many-to-one) scores of the clusters on ``--data``: print a table, write ``--out``."""
-    from annofree.cli.evaluate import format_table, write_json
-    from annofree.evaluation.clusters import evaluate_cluster_folder
+    """Hungarian (or many-to-one) scores of the clusters: print a table, write ``--out``.
 
-    check_short_side(args, None)
-    results = evaluate_cluster_folder(
-        model,
-        args.data,
-        short_side=args.short_side or None,
-        many_to_one=args.many_to_one,
-        limit=args.limit,
-        progress=not args.no_progress,
-    )
+    A benchmark gets the unsupervised protocol (short side 320, centre crop 320; ``--short-side`` and ``--crop``
+    override, 0 turns either off); the generic folder is read as it is unless ``--short-side`` is given.
+    """
+    from annofree.cli.evaluate import format_table, write_json
+    from annofree.data.benchmarks.registry import open_dataset
+    from annofree.evaluation.clusters import evaluate_cluster_dataset, read_groups
+    from annofree.evaluation.reports import PredictionWriter
+
+    if args.dataset == "imagenet":
+        raise UserError("--dataset imagenet classifies with text prompts; it needs GroupViT weights")
+    protocol, short_side = _unsupervised_view(args)
+    dataset = open_dataset(args.dataset, args.root, args.split, skip_bad=args.skip_bad)
+    groups = read_groups(args.root, [str(c) for c in dataset.classes]) if args.dataset == "folder" else None
+    writer = PredictionWriter(args.save_predictions) if args.save_predictions else None
+    on_result = None if writer is None else _cluster_writer(writer)
+    results = evaluate_cluster_dataset(
+        model, dataset, protocol=protocol, short_side=short_side, many_to_one=args.many_to_one, groups=groups,
+        limit=args.limit, progress=not args.no_progress, on_result=on_result,
+    )  # fmt: skip
     print(format_table(results))
     print(format_groups(results))
     if out is not None:
-        settings = {"short_side": args.short_side or None, "matching": results["matching"]}
-        write_json(out, {**results, "weights": str(args.weights), "data": str(args.data), "settings": settings})
+        settings = {"short_side": short_side, "matching": results["matching"]}
+        if protocol is not None:
+            settings |= {"short_side": protocol.short_side, "crop": protocol.crop}
+        record = {**results, "dataset": args.dataset, "weights": str(args.weights), "data": str(args.root)}
+        write_json(out, record | {"settings": settings})
         print(f"wrote {out}")
     return 0
+
+
+def _cluster_writer(writer):
+    """``on_result`` hook writing each cluster map (ids as they are; the mapping is in the results)."""
+
+    def write(name: str, image: np.ndarray, label: np.ndarray, clusters: np.ndarray) -> None:
+        writer.write(name, image, clusters, [f"cluster {i}" for i in range(int(clusters.max()) + 1)])
+
+    return write
+
+
+def _unsupervised_view(args: argparse.Namespace):
+    """(protocol or None, short side for the segmenter): the folder keeps its size, benchmarks get 320 + crop."""
+    from annofree.evaluation.protocols import UNSUPERVISED_PROTOCOL, UnsupervisedProtocol
+
+    for option in ("short_side", "crop"):
+        value = getattr(args, option, None)
+        if value is not None and value < 0:
+            raise UserError(f"--{option.replace('_', '-')} must be 0 (off) or positive, got {value}")
+    if args.dataset == "folder":
+        if args.crop:
+            raise UserError("--crop applies to the benchmarks' protocol; on a folder use --short-side only")
+        return None, args.short_side or None
+    short = UNSUPERVISED_PROTOCOL.short_side if args.short_side is None else args.short_side
+    crop = UNSUPERVISED_PROTOCOL.crop if args.crop is None else (args.crop or None)
+    if not short:
+        return None, None  # keep the size (no crop either: the crop belongs to the resized view)
+    return UnsupervisedProtocol(short_side=short, crop=crop), None
 
 
 def format_groups(results: dict[str, Any]) -> str:

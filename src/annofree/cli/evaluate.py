@@ -1,11 +1,17 @@
-"""``annofree evaluate``: mIoU of GroupViT or DenseSiam weights on a segmentation folder (the weights decide).
+"""``annofree evaluate``: scores of GroupViT or DenseSiam weights on a benchmark or a segmentation folder.
 
-The folder holds images/NAME.{jpg,png}, labels/NAME.png (class ids, 255 = ignore) and classes.txt.
+The weights decide what is measured:
 
-GroupViT (zero-shot): when class 0 is named "background" it is predicted by the threshold; every other
-class is a text query. DenseSiam (unsupervised, :mod:`annofree.cli.clusters`): clusters are matched to the
-classes by the Hungarian algorithm (``--many-to-one``: each cluster to its majority class); an optional
-things.txt in the folder lists the thing classes for things/stuff averages.
+- GroupViT, zero-shot segmentation with the benchmark's published protocol (``annofree.evaluation.protocols``:
+  sliding windows, background threshold, the reference's prompt names); data sets with a background class
+  are scored with and without it (VOC21/VOC20, Context60/59) from one pass;
+- GroupViT on ``--dataset imagenet``: zero-shot classification (top-1, top-5) with a template ensemble;
+- DenseSiam, unsupervised segmentation: clusters matched to classes (Hungarian, or ``--many-to-one``),
+  things/stuff by true class, short side 320 + centre crop 320 on the benchmarks.
+
+``--data FOLDER`` is the generic segmentation folder (images/, labels/, classes.txt, optional things.txt),
+the same as ``--dataset folder --root FOLDER``. Results print as a table; ``--out result.json`` also writes
+``result.md`` beside it; ``--save-predictions DIR`` writes each image's label PNG and overlay.
 """
 
 from __future__ import annotations
@@ -15,28 +21,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from annofree.cli.segment import (
-    add_inference_options,
-    check_groupvit,
-    is_densesiam,
-    load_model,
-    resolve_device,
-    segmenter_options,
-)
+from annofree.cli.segment import add_inference_options, check_groupvit, is_densesiam, load_model, resolve_device
 from annofree.errors import UserError
+
+CLASSIFICATION = "imagenet"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from annofree.data.benchmarks.registry import DATASETS
+
     parser = subparsers.add_parser(
         "evaluate",
-        help="mIoU of GroupViT (zero-shot) or DenseSiam (matched clusters) weights on a segmentation folder",
-        description="Segment every image of a folder (images/, labels/, classes.txt) and report mIoU, pixel "
-        "accuracy and per-class IoU. DenseSiam clusters are matched to the classes (Hungarian, or "
-        "--many-to-one); things.txt in the folder (thing class names) adds things/stuff averages.",
+        help="scores of GroupViT (zero-shot) or DenseSiam (matched clusters) weights on a benchmark or folder",
+        description="Segment every image of a benchmark (--dataset NAME --root DIR) or a segmentation folder "
+        "(--data DIR: images/, labels/, classes.txt) and report mIoU, pixel accuracy and per-class IoU, with the "
+        "benchmark's published protocol; options given on the command line override the protocol. "
+        f"--dataset {CLASSIFICATION}: zero-shot classification of an ImageNet-style folder (top-1, top-5).",
     )
-    parser.add_argument("--data", required=True, help="segmentation folder with images/, labels/ and classes.txt")
-    parser.add_argument("--out", default=None, help="write the results as JSON to this file")
-    add_inference_options(parser)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a segmentation folder with images/, labels/ and classes.txt")
+    source.add_argument("--dataset", choices=[*DATASETS, CLASSIFICATION], help="a benchmark, read from --root")
+    parser.add_argument("--root", help="where the benchmark lies (e.g. the folder holding VOCdevkit)")
+    parser.add_argument("--split", default=None, help="the benchmark's split (default: its validation split)")
+    parser.add_argument("--out", default=None, help="write the results as JSON to this file (and Markdown beside it)")
+    parser.add_argument("--save-predictions", metavar="DIR", default=None, help="write label PNGs and overlays")
+    parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples (counted) instead of stopping")
+    add_inference_options(parser, protocol=True)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -44,6 +54,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="DenseSiam only: match each cluster to its majority class (needed when clusters outnumber classes)",
     )
+    parser.add_argument("--crop", type=int, default=None, help="DenseSiam on a benchmark: centre crop (default 320)")
+    parser.add_argument("--templates", choices=["7", "80"], default="80", help="imagenet: the prompt ensemble")
+    parser.add_argument("--class-names", default=None, help="imagenet: class names, one a line (line i = id i)")
+    parser.add_argument("--val-list", default=None, help="imagenet: lines 'relative/path CLASS_ID' under --root")
     return parser
 
 
@@ -61,48 +75,113 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(f"{'pixel accuracy':<{width}}  {_percent(results['pixel_accuracy'])}")
     lines.append(f"{'mean accuracy':<{width}}  {_percent(results['mean_accuracy'])}")
     lines.append(f"({results['num_images']} images, {results['num_pixels']} labelled pixels)")
+    objects = results.get("without_background")
+    if objects:
+        lines.append(
+            f"without background: mIoU {_percent(objects['miou']).strip()} %, "
+            f"pixel accuracy {_percent(objects['pixel_accuracy']).strip()} %"
+        )
+    if results.get("skipped"):
+        lines.append(f"({results['skipped']} unreadable samples skipped)")
     return "\n".join(lines)
 
 
 def write_json(out: Path, record: dict[str, Any]) -> None:
-    from annofree.weights import atomic_write
+    """``out`` as JSON and ``out`` with ``.md`` as a Markdown report."""
+    from annofree.evaluation.reports import write_report
 
-    text = json.dumps(record, indent=2) + "\n"
-    try:
-        atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    write_report(out, record, title=f"Evaluation of {record.get('weights', 'a model')}")
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_args(args: argparse.Namespace) -> Path | None:
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
+    if args.dataset is not None and not args.root:
+        raise UserError(f"--dataset {args.dataset} needs --root (where the data set lies)")
+    if args.data is not None:
+        args.dataset, args.root = "folder", args.data
     out = Path(args.out) if args.out else None
     if out is not None and out.is_dir():
         raise UserError(f"--out {out}: is a directory (give a file name such as result.json)")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    out = _check_args(args)
     model = load_model(args.weights, resolve_device(args.device))
     if is_densesiam(model):
         from annofree.cli.clusters import evaluate_clusters
 
         return evaluate_clusters(args, model, out)
+    model = check_groupvit(model, args.weights)
     if args.many_to_one:
         raise UserError("--many-to-one matches DenseSiam clusters to classes; GroupViT weights predict the classes")
-    return _evaluate_zero_shot(args, check_groupvit(model, args.weights), out)
+    if args.dataset == CLASSIFICATION:
+        return _classify(args, model, out)
+    return _evaluate_zero_shot(args, model, out)
+
+
+def zero_shot_protocol_for(args: argparse.Namespace):
+    """The data set's protocol with the options given on the command line on top (``--short-side 0``: keep)."""
+    from dataclasses import replace
+
+    from annofree.evaluation.protocols import ZeroShotProtocol, zero_shot_protocol
+
+    base = ZeroShotProtocol("folder", mode="whole") if args.dataset == "folder" else zero_shot_protocol(args.dataset)
+    protocol = base.with_overrides(
+        bg_thresh=args.bg_thresh, mode=args.mode, window=args.window, stride=args.stride, topk=args.topk
+    )
+    if args.short_side is not None:
+        if args.short_side < 0:
+            raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
+        protocol = replace(protocol, short_side=args.short_side or None)
+    if protocol.mode == "slide" and (protocol.window < 1 or protocol.stride < 1):
+        raise UserError(f"--window and --stride must be positive, got {protocol.window} and {protocol.stride}")
+    return protocol
 
 
 def _evaluate_zero_shot(args: argparse.Namespace, model, out: Path | None) -> int:
-    from annofree.evaluation.folder import evaluate_folder
+    from annofree.data.benchmarks.registry import open_dataset
+    from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE
+    from annofree.evaluation.folder import evaluate_dataset
+    from annofree.evaluation.reports import PredictionWriter
 
-    options = segmenter_options(args)
-    results = evaluate_folder(model, args.data, limit=args.limit, progress=not args.no_progress, **options)
+    protocol = zero_shot_protocol_for(args)
+    dataset = open_dataset(args.dataset, args.root, args.split, skip_bad=args.skip_bad)
+    writer = PredictionWriter(args.save_predictions) if args.save_predictions else None
+    template = list(PROMPT_TEMPLATES) if args.prompts == "ensemble" else SEGMENTATION_TEMPLATE
+    results = evaluate_dataset(
+        model, dataset, protocol, template=template, limit=args.limit, progress=not args.no_progress, on_result=writer
+    )
     print(format_table(results))
+    if writer is not None:
+        print(f"wrote {writer.count} predictions to {writer.directory}")
     if out is not None:
-        record = {
-            **results,
-            "weights": str(args.weights),
-            "data": str(args.data),
-            "settings": {k: v for k, v in options.items() if k != "template"} | {"prompts": args.prompts},
-        }
-        write_json(out, record)
+        settings = protocol.segmenter_options() | {"prompts": args.prompts, "prompt_names": dict(protocol.prompt_names)}
+        record = {**results, "dataset": args.dataset, "weights": str(args.weights), "data": str(args.root)}
+        write_json(out, record | {"settings": settings})
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def _classify(args: argparse.Namespace, model, out: Path | None) -> int:
+    from annofree.data.captions import PROMPT_TEMPLATES, SUBSET_TEMPLATES
+    from annofree.evaluation.classification import classify_zero_shot, open_classification_set
+
+    data = open_classification_set(args.root, args.class_names, args.val_list)
+    templates = SUBSET_TEMPLATES if args.templates == "7" else PROMPT_TEMPLATES
+    result = classify_zero_shot(model, data, templates, progress=not args.no_progress)
+    print(
+        f"top-1 {100 * result['top1']:.2f} %, top-5 {100 * result['top5']:.2f} % "
+        f"({result['num_images']} images, {result['num_classes']} classes, {result['templates']} templates)"
+    )
+    if result["skipped"]:
+        print(f"({len(result['skipped'])} unreadable images skipped)")
+    if out is not None:
+        from annofree.weights import atomic_write
+
+        record = {**result, "dataset": CLASSIFICATION, "weights": str(args.weights), "data": str(args.root)}
+        text = json.dumps(record, indent=2) + "\n"
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         print(f"wrote {out}")
     return 0

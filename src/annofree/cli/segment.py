@@ -36,12 +36,16 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 # ----------------------------------------------------------------------------- shared with `annofree evaluate`
 
 
-def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
+def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, protocol: bool = False) -> None:
     """Options of the zero-shot segmenter (also used by ``annofree evaluate``); DenseSiam reads only
     ``--weights``, ``--short-side`` and ``--device``. With ``onnx``, ``--onnx DIR`` may replace ``--weights``
-    (the caller checks that exactly one is given)."""
+    (the caller checks that exactly one is given). With ``protocol``, options left unset are ``None``: the
+    caller fills them from a benchmark's protocol."""
     parser.add_argument(
-        "--weights", required=not onnx, help="GroupViT or DenseSiam weights: a run directory or a .safetensors file"
+        "--weights",
+        required=not onnx,
+        help="GroupViT or DenseSiam weights: a run directory, a .safetensors file or a pretrained name "
+        "(groupvit-gcc-yfcc, groupvit-gcc-redcaps)",
     )
     if onnx:
         parser.add_argument(
@@ -82,6 +86,8 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False) -
         help="'a photo of a {}.' or the average over 80 ImageNet prompt templates (default %(default)s)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    if protocol:
+        parser.set_defaults(bg_thresh=None, mode=None, window=None, stride=None, topk=None)
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -104,10 +104,11 @@ PROMPT_TEMPLATES: tuple[str, ...] = (
     "a photo of a small {}.",
     "a tattoo of the {}.",
 )
-# The 7-template subset that CLIP's notebook recommends as a cheap ensemble.
-SIMPLE_TEMPLATES: tuple[str, ...] = (
+# The 7-template ensemble GroupViT evaluates ImageNet with (its "subset", after CLIP's notebook, whose
+# second template reads "the" where GroupViT's reads "a").
+SUBSET_TEMPLATES: tuple[str, ...] = (
     "itap of a {}.",
-    "a bad photo of the {}.",
+    "a bad photo of a {}.",
     "a origami {}.",
     "a photo of the large {}.",
     "a {} in a video game.",
@@ -207,7 +208,7 @@ __all__ = [
     "NOUN_TAGS",
     "PROMPT_TEMPLATES",
     "SEGMENTATION_TEMPLATE",
-    "SIMPLE_TEMPLATES",
+    "SUBSET_TEMPLATES",
     "VERB_TAGS",
     "extract_nouns",
     "preload",

@@ -161,6 +161,7 @@ def evaluate_dataset(
     limit: int | None = None,
     progress: bool = True,
     on_result: OnResult | None = None,
+    windows_per_batch: int = 8,
 ) -> dict[str, Any]:
     """Zero-shot scores of ``model`` on any data set (``classes``, ``len``, ``[i] -> (name, image, label)``).
 
@@ -181,6 +182,7 @@ def evaluate_dataset(
         template=template,
         with_background=with_background,
         tokenizer=tokenizer,
+        windows_per_batch=windows_per_batch,
         **protocol.segmenter_options(),
     )
     count = len(dataset) if limit is None else min(len(dataset), max(0, int(limit)))

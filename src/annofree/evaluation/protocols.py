@@ -96,8 +96,8 @@ class UnsupervisedProtocol:
         height, width = label.shape[:2]
         scale = self.short_side / min(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+        image = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
+        label = np.array(Image.fromarray(label).resize(size, Image.NEAREST))
         if self.crop is None:
             return image, label
         return center_crop(image, self.crop), center_crop(label, self.crop)

@@ -7,7 +7,7 @@ contrastive loss plus the multi-label contrastive loss between each image and it
 Config sections used here (see configs/groupvit/*.yaml):
 
     model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...)
-    data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | simple), shuffle_buffer
+    data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | subset | simple), shuffle_buffer
     loss:   multi_label_weight, same_text_positive
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from annofree.data.captions import PROMPT_TEMPLATES, SIMPLE_TEMPLATES, extract_nouns
+from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE, SUBSET_TEMPLATES, extract_nouns
 from annofree.data.shards import derive_seed, image_text_batches
 from annofree.data.tokenizer import get_tokenizer
 from annofree.data.transforms import random_resized_crop
@@ -31,7 +31,8 @@ from annofree.losses.multi_label import multi_label_contrastive_loss
 from annofree.methods.base import LoaderSpec, Method, register
 from annofree.models import GroupViT, GroupViTConfig
 
-TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "simple": SIMPLE_TEMPLATES}
+# GroupViT's template sets by its names (``data.text_aug.template_set``).
+TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "subset": SUBSET_TEMPLATES, "simple": (SEGMENTATION_TEMPLATE,)}
 NO_IDENTITY = -1  # prompt id of a caption standing in for a missing noun: never "the same text" as another
 
 

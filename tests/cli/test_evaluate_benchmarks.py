@@ -111,3 +111,19 @@ def test_data_coco_object_converts_and_counts(tmp_path, capsys):
     assert annofree("data", "coco-object", fixture.root, "--no-progress") == 0
     assert "wrote 3 COCO-Object label files" in capsys.readouterr().out
     assert len(list((fixture.root / "annotations" / "val2017").glob("*_instanceTrainIds.png"))) == 3
+
+
+def test_skip_bad_counts_an_image_without_its_label_and_a_label_of_the_wrong_size(tmp_path, groupvit, capsys):
+    root = write_voc(tmp_path / "voc", count=4)
+    base = root / "VOCdevkit" / "VOC2012"
+    (base / "SegmentationClass" / "2008_000001.png").unlink()
+    write_label(base / "SegmentationClass" / "2008_000002.png", np.zeros((10, 10), np.uint8), palette=voc_palette())
+    argv = ["evaluate", "--weights", groupvit, "--dataset", "voc", "--root", root, "--short-side", 0,
+            "--mode", "whole", "--no-progress"]  # fmt: skip
+    assert annofree(*argv) == 2
+    assert "2008_000001" in capsys.readouterr().err  # strict by default: the error names the file
+    out = tmp_path / "result.json"
+    assert annofree(*argv, "--skip-bad", "--out", out) == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["num_images"] == 2 and result["skipped"] == 2
+    assert "2 unreadable samples skipped" in capsys.readouterr().out

@@ -69,6 +69,10 @@ class DenseSiamConfig:
     region_num_hidden: int = 2
     region_final_bn: bool = True
     region_predictor: bool = True
+    # Hidden width of the region projector and predictor; None: the feature width (the released heads: 128).
+    # The paper's ResNet-50 pre-training heads are not published; 2048-wide ones on B x K regions cost as much
+    # as the backbone, so coco_pretrain.yaml uses a 512 bottleneck, as SimSiam's predictor does.
+    region_hidden: int | None = None
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, as the release
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -116,7 +120,12 @@ class DenseSiam(nn.Module):
         self.region = None
         if cfg.region_branch:
             self.region = RegionSim(
-                width, cfg.region_dim, cfg.region_num_hidden, cfg.region_final_bn, cfg.region_predictor
+                width,
+                cfg.region_dim,
+                cfg.region_num_hidden,
+                cfg.region_final_bn,
+                cfg.region_predictor,
+                hidden_dim=cfg.region_hidden,
             )
         # Not saved: they come from the config, so weights stay pure parameters and BN statistics.
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(1, 3, 1, 1), persistent=False)

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from annofree.errors import UserError
-from annofree.evaluation.folder import Sample, _same_size_batches
+from annofree.evaluation.folder import Sample, _same_size_batches, first_samples, with_skipped
 from annofree.evaluation.hungarian import evaluate_clusters
 from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.evaluation.protocols import UnsupervisedProtocol
@@ -165,10 +165,7 @@ def evaluate_cluster_dataset(
     if groups is None:
         groups = groups_from_things(classes, getattr(dataset, "things", None))
     segmenter = ClusterSegmenter(model, short_side=short_side)
-    count = len(dataset) if limit is None else min(len(dataset), max(0, int(limit)))
-    if count == 0:
-        raise UserError("no images to evaluate")
-    samples = (dataset[i] for i in range(count))
+    samples, count = first_samples(dataset, limit)
     if protocol is not None:
         samples = ((name, *protocol.apply(image, label)) for name, image, label in samples)
     results = evaluate_cluster_samples(
@@ -182,10 +179,7 @@ def evaluate_cluster_dataset(
         progress=progress,
         on_result=on_result,
     )
-    skipped = getattr(dataset, "skipped", None)
-    if skipped is not None:
-        results["skipped"] = len(skipped)
-    return results
+    return with_skipped(results, dataset)
 
 
 def groups_from_things(classes: Sequence[str], things: Iterable[str] | None) -> dict[str, list[int]]:

@@ -185,10 +185,7 @@ def evaluate_dataset(
         windows_per_batch=windows_per_batch,
         **protocol.segmenter_options(),
     )
-    count = len(dataset) if limit is None else min(len(dataset), max(0, int(limit)))
-    if count == 0:
-        raise UserError("no images to evaluate")
-    samples = (dataset[i] for i in range(count))
+    samples, count = first_samples(dataset, limit)
     results = evaluate_samples(
         segmenter,
         samples,
@@ -198,10 +195,23 @@ def evaluate_dataset(
         without_background=with_background,
         on_result=on_result,
     )
+    return with_skipped(results, dataset)
+
+
+def first_samples(dataset: Any, limit: int | None) -> tuple[Iterator[Sample], int]:
+    """The data set's samples (the first ``limit`` when given) as a lazy iterator, and how many there are."""
+    count = len(dataset) if limit is None else min(len(dataset), max(0, int(limit)))
+    if count == 0:
+        raise UserError("no images to evaluate")
+    return (dataset[i] for i in range(count)), count
+
+
+def with_skipped(results: dict[str, Any], dataset: Any) -> dict[str, Any]:
+    """Add how many unreadable samples the data set left out (``skip_bad``), when it keeps count."""
     skipped = getattr(dataset, "skipped", None)
     if skipped is not None:
         results["skipped"] = len(skipped)
     return results
 
 
-__all__ = ["evaluate_dataset", "evaluate_folder", "evaluate_samples", "summarize"]
+__all__ = ["evaluate_dataset", "evaluate_folder", "evaluate_samples", "first_samples", "summarize", "with_skipped"]

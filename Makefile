@@ -7,7 +7,10 @@ CONSTRAINTS ?= constraints/cpu.txt
 BIN := $(VENV)/bin
 PIP_FLAGS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: setup demo test lint reproduce-demo bench clean
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test test-browser chromium lint reproduce-demo bench clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +26,18 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The browser test is left out here (make test-browser runs it), so that make test needs no chromium.
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not browser"
+
+# Debian's chromium, driven by Playwright's Python package (its own browser download is not used).
+chromium:
+	@test -x $(CHROMIUM) || ($(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+# The web app in headless chromium: upload, classes, overlay and legend, the limits through the server.
+test-browser: setup chromium
+	ANNOFREE_REQUIRE_BROWSER=1 ANNOFREE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -m browser
 
 # Retrains the demo's starting checkpoint from scratch (about 60 minutes on 2 CPU cores; a benchmark, not a test).
 reproduce-demo: setup

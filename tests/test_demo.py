@@ -58,6 +58,10 @@ def test_demo_trains_scores_and_leaves_weights_that_segment(tmp_path, capsys):
     assert results["train_images"] == 3 * 8 and 0.0 <= results["miou"] <= 1.0
     assert f"{results['miou']:.3f}" in printed and "annofree segment" in printed
     assert len(list(run_dir.glob("scene_*.png"))) == 3
+    assert Image.open(run_dir / "curves.png").format == "PNG"  # every run plots its log
+    index = (out / "index.html").read_text()
+    assert 'src="groupvit/curves.png"' in index and 'href="groupvit/results.json"' in index
+    assert f"{results['miou']:.3f}" in index and str(out / "index.html") in printed
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
@@ -116,12 +120,22 @@ def test_densesiam_demo_scores_clusters_against_both_kmeans_baselines(tmp_path, 
                      "--no-progress"]) == 0  # fmt: skip
 
 
-def test_both_demos_run_by_default_with_overrides_routed_by_prefix(tmp_path):
+def test_both_demos_run_by_default_with_overrides_routed_by_prefix(tmp_path, capsys):
     out = tmp_path / "demo_out"
     routed = [f"groupvit.{o}" for o in TINY] + [f"densesiam.{o}" for o in TINY_DENSESIAM]
     assert cli.main(["demo", "--out", str(out), "--no-progress", *routed, "densesiam.train.steps=2"]) == 0
     assert json.loads((out / "groupvit" / "results.json").read_text())["train_steps"] == 3
     assert json.loads((out / "densesiam" / "results.json").read_text())["train_steps"] == 2
+    index = (out / "index.html").read_text()
+    for method in ("groupvit", "densesiam"):
+        assert f'src="{method}/curves.png"' in index and f'src="{method}/scene_000000.png"' in index
+
+    # `annofree report` on the DenseSiam run: the plot redrawn, the summary with the collapse monitor.
+    (out / "densesiam" / "curves.png").unlink()
+    assert cli.main(["report", str(out / "densesiam")]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "densesiam" / "curves.png").is_file()
+    assert "steps: 2/2" in printed and "std_pix:" in printed and "loss_pix: final" in printed
 
 
 def test_overrides_must_say_which_demo_they_are_for():

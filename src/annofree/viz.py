@@ -1,9 +1,11 @@
-"""Pictures of segmentations: a fixed palette, colour label maps, overlays with a legend, side-by-side panels."""
+"""Pictures of segmentations: a fixed palette, colour label maps, overlays with a legend, side-by-side panels,
+and the groups of each GroupViT grouping stage (:func:`grouping_stages`, :func:`groups_panel`)."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -182,4 +184,153 @@ def side_by_side(
     return canvas
 
 
-__all__ = ["BACKGROUND_COLOR", "colorize", "label_colors", "overlay", "palette", "side_by_side"]
+# ----------------------------------------------------------------------------- groups of each grouping stage
+
+
+def stage_group_maps(soft_assignments: Sequence[Any], grid: tuple[int, int], size: tuple[int, int]) -> list[np.ndarray]:
+    """Per grouping stage, ``int64 [B, H, W]``: the group of each pixel after chaining the stages up to it.
+
+    ``soft_assignments`` are the per-stage maps ``[B, S_i, N_i]`` of ``GroupOutput.soft_assignments`` (stage i's
+    tokens are stage i-1's groups); ``grid`` is the patch grid ``(h, w)`` and ``size`` the output ``(H, W)``.
+    Stage i's patch-to-group weights ``A_1^T ... A_i^T`` (``[B, h*w, S_i]``) are resized bilinearly from the
+    grid to ``size`` and each pixel takes its largest (first on ties), as the zero-shot segmenter does with
+    the last stage. The resize runs in group chunks, so many groups on a large ``size`` stay cheap in memory.
+    """
+    import torch
+
+    from annofree.inference.zero_shot import upsample_argmax
+
+    maps: list[np.ndarray] = []
+    chained = None
+    for soft in soft_assignments:
+        step = torch.as_tensor(soft).float().transpose(1, 2)  # [B, N_i, S_i]
+        chained = step if chained is None else chained @ step
+        batch, patches, groups = chained.shape
+        if patches != grid[0] * grid[1]:
+            raise ValueError(f"the first stage assigns {patches} patches, but the grid {grid} has {grid[0] * grid[1]}")
+        per_image = chained.transpose(1, 2).reshape(batch, groups, *grid)
+        maps.append(np.stack([upsample_argmax(one, tuple(size)).cpu().numpy() for one in per_image]).astype(np.int64))
+    return maps
+
+
+def grouping_stages(
+    model: Any, image: np.ndarray, short_side: int | None = None, size: tuple[int, int] | None = None
+) -> tuple[list[np.ndarray], list[int]]:
+    """The groups of each grouping stage of a GroupViT for one image: per stage an ``int64 [H, W]`` map of
+    group ids, and the stage's number of groups.
+
+    ``model`` is a GroupViT or anything with ``encode_groups``, ``normalize_pixels`` and ``config`` (an
+    ``OnnxGroupViT``). One pass over the whole image, prepared as the zero-shot segmenter prepares it (shorter
+    side resized to ``short_side`` when given, each side fitted to the patch size); the maps are at ``size``
+    (default: the image's own size). See :func:`stage_group_maps`.
+    """
+    import torch
+
+    from annofree.inference.zero_shot import (
+        eval_mode,
+        fit_to_patches,
+        input_device_dtype,
+        resize_short_side,
+        to_pixel_batch,
+    )
+
+    pixels = to_pixel_batch(image)
+    size = tuple(size) if size is not None else (int(pixels.shape[-2]), int(pixels.shape[-1]))
+    device, dtype = input_device_dtype(model)
+    pixels = pixels.to(device=device, dtype=torch.float32)
+    if short_side:
+        pixels = resize_short_side(pixels, int(short_side))
+    with eval_mode(model):
+        pixels = model.normalize_pixels(pixels).to(dtype)
+        out = model.encode_groups(fit_to_patches(pixels, int(model.config.image.patch_size)))
+    soft = [s.detach().cpu() for s in out.soft_assignments]
+    maps = [stage[0] for stage in stage_group_maps(soft, out.grid, size)]
+    return maps, [int(s.shape[1]) for s in soft]
+
+
+def group_colors(num_groups: int) -> np.ndarray:
+    """``uint8 [num_groups, 3]``: a distinct colour per group (the palette without its black)."""
+    return palette(num_groups + 1)[1:]
+
+
+def colorize_groups(group_map: np.ndarray, num_groups: int | None = None) -> np.ndarray:
+    """``[H, W]`` group ids -> ``uint8 [H, W, 3]``, one distinct colour per group (group g: ``group_colors()[g]``)."""
+    group_map = np.asarray(group_map)
+    if group_map.ndim != 2:
+        raise ValueError(f"group map must be [H, W], got shape {group_map.shape}")
+    top = int(group_map.max()) + 1 if group_map.size else 1
+    num_groups = top if num_groups is None else int(num_groups)
+    if top > num_groups or (group_map.size and group_map.min() < 0):
+        raise ValueError(f"group ids must lie in [0, {num_groups}), got up to {top - 1}")
+    return group_colors(num_groups)[group_map]
+
+
+def _titled(picture: Image.Image, title: str) -> Image.Image:
+    font_size = int(min(48, max(12, round(picture.width / 22))))
+    font = _font(font_size)
+    pad = max(3, font_size // 3)
+    canvas = Image.new("RGB", (picture.width, picture.height + font_size + 2 * pad), "white")
+    ImageDraw.Draw(canvas).text((pad, pad), title, fill=(0, 0, 0), font=font)
+    canvas.paste(picture, (0, font_size + 2 * pad))
+    return canvas
+
+
+def groups_panel(
+    image: np.ndarray,
+    stage_maps: Sequence[np.ndarray],
+    num_groups: Sequence[int] | None = None,
+    alpha: float = 0.6,
+    min_side: int = 256,
+    gap: int = 8,
+    titles: bool = True,
+) -> Image.Image:
+    """image | stage 1 groups | stage 2 groups | ..., side by side (the GroupViT paper's figures).
+
+    Each stage's groups are coloured (group g of a stage: ``group_colors(num_groups[stage])[g]``) and blended
+    over the image with ``alpha`` (1: the colours alone). A title above each tile names the stage, its
+    number of groups and how many of them own pixels. Small images are enlarged by an integer factor
+    (nearest neighbour) until their longer side reaches ``min_side``.
+    """
+    rgb = np.asarray(image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    counts = list(num_groups) if num_groups is not None else [int(np.max(m)) + 1 for m in stage_maps]
+    if len(counts) != len(stage_maps):
+        raise ValueError(f"{len(stage_maps)} stage maps but {len(counts)} group counts")
+    scale = max(1, min_side // max(rgb.shape[:2]))
+    grow = np.ones((scale, scale), dtype=np.uint8)
+    big = np.kron(rgb, grow[..., None])
+    tiles = [(Image.fromarray(big), "image")]
+    for stage, (group_map, count) in enumerate(zip(stage_maps, counts, strict=True), start=1):
+        group_map = np.asarray(group_map)
+        if group_map.shape != rgb.shape[:2]:
+            raise ValueError(f"stage {stage}: group map {group_map.shape} does not match the image {rgb.shape[:2]}")
+        colors = colorize_groups(np.kron(group_map, grow), count).astype(np.float32)
+        blended = (big.astype(np.float32) * (1 - alpha) + colors * alpha + 0.5).astype(np.uint8)
+        used = len(np.unique(group_map))
+        tiles.append((Image.fromarray(blended), f"stage {stage}: {count} groups, {used} used"))
+    pictures = [_titled(tile, title) if titles else tile for tile, title in tiles]
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in pictures)), "white")
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width + gap
+    return canvas
+
+
+__all__ = [
+    "BACKGROUND_COLOR",
+    "colorize",
+    "colorize_groups",
+    "group_colors",
+    "grouping_stages",
+    "groups_panel",
+    "label_colors",
+    "overlay",
+    "palette",
+    "side_by_side",
+    "stage_group_maps",
+]

@@ -140,3 +140,40 @@ def test_a_non_image_file_alone_fails_with_a_one_line_error(tmp_path, weights, m
     errors = [line for line in err.splitlines() if line.startswith("annofree: error:")]
     assert len(errors) == 1 and "table.csv" in errors[0] and "not a readable image" in errors[0]
     assert "Traceback" not in err
+
+
+def test_vis_groups_writes_the_groups_of_each_stage(tmp_path, weights, monkeypatch, capsys):
+    from annofree.viz import group_colors, grouping_stages
+    from annofree.weights import load
+
+    image = _rgb(36, 44, 5)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    code = annofree(monkeypatch, "segment", tmp_path / "photo.png", "--weights", weights, "--classes", "cat,dog",
+                    "--out", out, "--short-side", 32, "--vis", "groups")  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert {p.name for p in out.iterdir()} == {"photo.png", "photo_overlay.png", "photo.json", "photo_groups.png"}
+    panel = np.asarray(Image.open(out / "photo_groups.png").convert("RGB"))
+    # image | stage 1 (8 groups) | stage 2 (4 groups), enlarged 5 times (256 // 44), below a title strip.
+    maps, counts = grouping_stages(load(weights), image, short_side=32)
+    assert counts == [8, 4]
+    top = panel.shape[0] - 5 * 36
+    tile = panel[top:, 5 * 44 + 8 : 2 * 5 * 44 + 8]
+    blended = (image.astype(np.float32) * 0.4 + group_colors(8)[maps[0]].astype(np.float32) * 0.6 + 0.5).astype(
+        np.uint8
+    )
+    np.testing.assert_array_equal(tile[::5, ::5], blended)
+    # Without --vis groups there is no such file; DenseSiam has no grouping stages.
+    assert annofree(monkeypatch, "segment", tmp_path / "photo.png", "--weights", weights, "--classes", "cat",
+                    "--out", tmp_path / "plain") == 0  # fmt: skip
+    assert not (tmp_path / "plain" / "photo_groups.png").exists()
+
+
+def test_vis_groups_with_densesiam_weights_is_an_error(tmp_path, monkeypatch, capsys):
+    from tests.tiny import save_tiny_densesiam
+
+    Image.fromarray(_rgb(20, 20)).save(tmp_path / "photo.png")
+    ds = save_tiny_densesiam(tmp_path / "ds")
+    code = annofree(monkeypatch, "segment", tmp_path / "photo.png", "--weights", ds, "--out", tmp_path / "o", "--vis",
+                    "groups")  # fmt: skip
+    assert code == 2 and "DenseSiam has no grouping stages" in capsys.readouterr().err

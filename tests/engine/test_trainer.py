@@ -125,7 +125,9 @@ def test_run_directory_files_exist_and_load(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = train(config, out, data="toy")
 
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "log.jsonl", "model.safetensors", STATE_NAME]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml", "curves.png", "log.jsonl", "model.safetensors", STATE_NAME,
+    ]  # fmt: skip
     weights, method_name, model_config = read_weights(out)
     assert method_name == "toy" and model_config == {"in": 4, "hidden": 8, "out": 2}
     assert weights.keys() == result.method.net.state_dict().keys()  # deployable part only

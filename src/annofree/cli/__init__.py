@@ -9,7 +9,7 @@ import sys
 from annofree.errors import UserError
 
 # Each module defines ``add_parser(subparsers)`` and ``run(args) -> int``.
-COMMANDS = ["synth", "train", "segment", "evaluate", "convert", "export", "data", "demo"]
+COMMANDS = ["synth", "train", "segment", "evaluate", "convert", "export", "data", "demo", "report", "app"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
             print_groupvit(args.out / "groupvit", run_groupvit_demo(args.out, configs[method], progress=progress))
         else:
             print_densesiam(args.out / "densesiam", run_densesiam_demo(args.out, configs[method], progress=progress))
+    from annofree.demo.index import write_index
+
+    print(f"\nAll results, curves and overlays on one page: {write_index(args.out)}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 GroupViT (zero-shot, ``--classes`` required): for each image NAME it writes NAME.png (uint8 class ids:
 0 = background, i = i-th class given), NAME_overlay.png (the image with coloured classes and a legend) and
-NAME.json (classes, pixel fractions, size).
+NAME.json (classes, pixel fractions, size). ``--vis groups`` also writes NAME_groups.png: the image beside
+the groups of each grouping stage (:func:`annofree.viz.groups_panel`).
 
 DenseSiam (unsupervised, see :mod:`annofree.cli.clusters`): NAME.png (uint8 cluster ids) and
 NAME_overlay.png (legend of cluster ids); ``--classes`` is an error, since clusters have no names.
@@ -170,6 +171,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     add_inference_options(parser, onnx=True)
     parser.add_argument("--alpha", type=float, default=0.5, help="colour opacity of the overlay (default 0.5)")
+    parser.add_argument(
+        "--vis",
+        choices=["overlay", "groups"],
+        default="overlay",
+        help="groups: also NAME_groups.png, the image beside the groups of each grouping stage (GroupViT; one pass "
+        "over the whole image at --short-side; colours are group ids, one colour per group of a stage)",
+    )
     return parser
 
 
@@ -244,6 +252,16 @@ def write_outputs(out_dir: Path, name: str, source: Path, image: np.ndarray, res
     atomic_write(out_dir / f"{name}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def write_group_maps(out_dir: Path, name: str, model, image: np.ndarray, short_side: int | None) -> None:
+    """NAME_groups.png: image | stage 1 groups | stage 2 groups ..., at the image's size (written atomically)."""
+    from annofree.viz import grouping_stages, groups_panel
+    from annofree.weights import atomic_write
+
+    maps, counts = grouping_stages(model, image, short_side or None)
+    picture = groups_panel(image, maps, counts)
+    atomic_write(out_dir / f"{name}_groups.png", lambda tmp: picture.save(tmp, format="PNG"))
+
+
 def make_out_dir(text: str) -> Path:
     out_dir = Path(text)
     try:
@@ -299,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
     if is_densesiam(model):
         from annofree.cli.clusters import segment_clusters
 
+        if getattr(args, "vis", "overlay") == "groups":
+            raise UserError("--vis groups needs GroupViT weights: DenseSiam has no grouping stages")
         return segment_clusters(args, model, files, errors)
     return _segment_zero_shot(args, check_groupvit(model, args.weights), files, errors)
 
@@ -316,6 +336,8 @@ def _segment_zero_shot(args: argparse.Namespace, model, files: list[Path], error
         image = load_image(path)
         result = segmenter.segment(image)
         write_outputs(out_dir, name, path, image, result, args.alpha)
+        if getattr(args, "vis", "overlay") == "groups":
+            write_group_maps(out_dir, name, model, image, args.short_side)
         shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
         return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}"
 

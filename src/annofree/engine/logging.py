@@ -3,7 +3,8 @@
 ``OUT/log.jsonl`` gets one JSON object per log step (step, epoch, lr, each loss and metric,
 grad_norm, images_per_s, elapsed_s, ...), flushed at once so that a crash loses at most the current
 window. A resumed run first drops the records of steps after its checkpoint, so the file reads as
-one uninterrupted run; TensorBoard purges those steps the same way.
+one uninterrupted run; TensorBoard purges those steps the same way. ``OUT/curves.png`` plots the log
+(:meth:`RunLogger.write_curves`, called by the trainer at every checkpoint and at the end).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class RunLogger:
         )
         self._file = None
         self._writer = None
+        self._out_dir = Path(out_dir)
+        self._logged_since_plot = 0
         if not enabled:
             return
         out_dir = Path(out_dir)
@@ -95,6 +98,7 @@ class RunLogger:
         assert self._file is not None
         self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
         self._file.flush()
+        self._logged_since_plot += 1
         if self._writer is not None:
             for key, value in record.items():
                 if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -102,6 +106,21 @@ class RunLogger:
             self._writer.flush()
         shown = {k: f"{record[k]:.4g}" for k in ("loss", "lr") if isinstance(record.get(k), float)}
         self.bar.set_postfix(shown, refresh=False)
+
+    def write_curves(self) -> None:
+        """``OUT/curves.png`` from the log (rank 0; nothing to do when no record came since the last plot).
+
+        A plot that fails is reported above the progress bar and never stops the run.
+        """
+        if not self.enabled or self._logged_since_plot == 0:
+            return
+        try:
+            from annofree.engine.curves import write_curves
+
+            write_curves(self._out_dir)
+            self._logged_since_plot = 0
+        except Exception as exc:
+            self.message(f"warning: could not draw curves.png ({type(exc).__name__}: {exc})".splitlines()[0])
 
     def close(self) -> None:
         self.bar.close()

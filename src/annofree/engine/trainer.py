@@ -10,7 +10,7 @@ In outline (see :func:`train`)::
             outputs = model(batch) under autocast; loss = sum of outputs["loss*"]
             backward (loss / accum_steps), under no_sync except on the last micro-batch
             after accum_steps micro-batches: unscale, clip, optimiser step, schedule step
-            log every log_every steps, save every save_every steps and at the end
+            log every log_every steps, save (and plot curves.png) every save_every steps and at the end
         epoch += 1
 
 Every rank draws its batches in lockstep: when one rank's data ends, all ranks end the epoch, so
@@ -361,6 +361,7 @@ def _train(
                     progress.elapsed_s = elapsed_before + saving_since - session_start
                     run.save(out_dir, progress)
                     last_saved = progress.step
+                    logger.write_curves()
                     window.excluded_s += time.perf_counter() - saving_since
                 if progress.step >= total:
                     break
@@ -374,6 +375,7 @@ def _train(
             progress.epoch += 1
             progress.batches_in_epoch = 0
     finally:
+        logger.write_curves()  # a run stopped early still gets its plot; a no-op after the last save's
         logger.close()
     if env.is_main:
         print(f"{method.name}: step {progress.step}/{total}, weights in {out_dir / WEIGHTS_NAME}", flush=True)

@@ -1,0 +1,89 @@
+"""``annofree app --weights W [--host 127.0.0.1 --port 7860]``: the local web page (see :mod:`annofree.app`).
+
+GroupViT weights: upload or pick an image, type class names, choose whole-image or sliding-window inference and
+the background threshold; the page shows the overlay with its legend, each class's share of the pixels and the
+groups of each grouping stage. DenseSiam weights: the cluster map. It listens on loopback unless --host says
+otherwise, and refuses requests beyond the limits below with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+
+from annofree.cli.segment import add_inference_options
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "app",
+        help="a local web page: segment images in the browser with your weights (Gradio, offline)",
+        description=__doc__.split("\n\n")[1],
+    )
+    add_inference_options(parser)
+    for action in parser._actions:
+        if action.dest == "short_side":
+            action.help = "resize the shorter image side to N before inference, 0 to keep the size (default: 448 "
+            action.help += "for GroupViT, 320 for DenseSiam); results are at the input's size"
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=20.0, help="largest accepted file, in MB (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=25_000_000,
+        help="largest accepted image, in pixels, read from the header before decoding (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-classes", type=int, default=50, help="most class names in one request (default %(default)s)"
+    )
+    parser.add_argument("--no-examples", action="store_true", help="no example images on the page")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from annofree.app import DENSESIAM_SHORT_SIDE, Limits, SegmentApp, serve, write_examples
+    from annofree.cli.segment import (
+        GROUPVIT_SHORT_SIDE,
+        is_densesiam,
+        load_model,
+        resolve_device,
+        segmenter_options,
+    )
+    from annofree.errors import UserError
+
+    if not 1 <= args.port <= 65535:
+        raise UserError(f"--port must lie in 1..65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    limits = Limits(
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels, max_classes=args.max_classes
+    )
+    model = load_model(args.weights, resolve_device(args.device))
+    default_side = DENSESIAM_SHORT_SIDE if is_densesiam(model) else GROUPVIT_SHORT_SIDE
+    options = segmenter_options(argparse.Namespace(**vars(args)))  # a copy: it fills in --short-side
+    if args.short_side is None:
+        options["short_side"] = default_side
+    app = SegmentApp(
+        model,
+        limits=limits,
+        short_side=options["short_side"] or 0,
+        bg_thresh=options["bg_thresh"],
+        mode=options["mode"],
+        window=options["window"],
+        stride=options["stride"],
+        topk=options["topk"],
+        template=options["template"],
+        title=str(args.weights),
+    )
+    examples_dir = tempfile.mkdtemp(prefix="annofree-app-")
+    try:
+        examples = [] if args.no_examples else write_examples(examples_dir)
+        print(f"annofree app: {app.kind} weights {args.weights}; open http://{args.host}:{args.port} (Ctrl-C stops)")
+        serve(app, host=args.host, port=args.port, examples=examples, block=True)
+    finally:
+        shutil.rmtree(examples_dir, ignore_errors=True)
+    return 0

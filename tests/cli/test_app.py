@@ -1,0 +1,87 @@
+"""`annofree app`: options, defaults (loopback), limits handed to the app; the server itself is mocked here
+(tests/test_app.py and tests/test_app_browser.py start real ones)."""
+
+from __future__ import annotations
+
+import pytest
+
+from annofree import cli
+from tests.tiny import save_tiny_densesiam, save_tiny_groupvit
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """Replace the server by a recorder of what it was given."""
+    calls = []
+
+    def fake_serve(app, host, port, examples, block):
+        calls.append({"app": app, "host": host, "port": port, "examples": list(examples), "block": block})
+        assert all(path.is_file() for path, _ in examples)  # still there while serving
+
+    monkeypatch.setattr("annofree.app.serve", fake_serve)
+    return calls
+
+
+def test_app_listens_on_loopback_with_default_limits(tmp_path, served, capsys):
+    weights = save_tiny_groupvit(tmp_path / "run")
+    assert cli.main(["app", "--weights", str(weights)]) == 0
+    (call,) = served
+    assert call["host"] == "127.0.0.1" and call["port"] == 7860 and call["block"]
+    app = call["app"]
+    assert app.kind == "groupvit" and app.short_side == 448 and app.bg_thresh == 0.95 and app.mode == "whole"
+    assert app.limits.max_upload_bytes == 20 * 2**20 and app.limits.max_pixels == 25_000_000
+    assert app.limits.max_classes == 50
+    names = {path.stem for path, _ in call["examples"]}
+    assert {"astronaut", "shapes_0"} <= names
+    assert not any(path.exists() for path, _ in call["examples"])  # the examples' temporary folder is removed
+    assert "http://127.0.0.1:7860" in capsys.readouterr().out
+
+
+def test_app_options_reach_the_app(tmp_path, served):
+    weights = save_tiny_groupvit(tmp_path / "run")
+    argv = ["app", "--weights", str(weights), "--host", "0.0.0.0", "--port", "8000", "--max-upload-mb", "2",
+            "--max-pixels", "1000000", "--max-classes", "7", "--bg-thresh", "0.4", "--mode", "slide",
+            "--short-side", "0", "--no-examples"]  # fmt: skip
+    assert cli.main(argv) == 0
+    (call,) = served
+    app = call["app"]
+    assert (call["host"], call["port"], call["examples"]) == ("0.0.0.0", 8000, [])
+    assert app.limits.max_upload_bytes == 2 * 2**20 and app.limits.max_pixels == 1_000_000
+    assert app.limits.max_classes == 7 and app.bg_thresh == 0.4 and app.mode == "slide" and app.short_side is None
+
+
+def test_densesiam_weights_default_to_short_side_320(tmp_path, served):
+    weights = save_tiny_densesiam(tmp_path / "ds")
+    assert cli.main(["app", "--weights", str(weights), "--no-examples"]) == 0
+    assert served[0]["app"].kind == "densesiam" and served[0]["app"].short_side == 320
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--port", "0"], "--port must lie in"),
+        (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+        (["--max-classes", "0"], "max_classes must be positive"),
+        (["--short-side", "-1"], "--short-side must be 0"),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, served, capsys, option, message):
+    weights = save_tiny_groupvit(tmp_path / "run")
+    assert cli.main(["app", "--weights", str(weights), *option]) == 2
+    assert message in capsys.readouterr().err and not served
+
+
+def test_a_warning_when_listening_beyond_this_machine(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("gradio")
+    import annofree
+    from annofree.app import SegmentApp, serve
+
+    launched = {}
+    monkeypatch.setattr("gradio.Blocks.launch", lambda self, **kwargs: launched.update(kwargs))
+    app = SegmentApp(annofree.load(save_tiny_groupvit(tmp_path / "run")))
+    serve(app, host="0.0.0.0", port=7999, block=False)
+    assert "anyone who can reach this machine" in capsys.readouterr().err
+    assert launched["server_name"] == "0.0.0.0" and launched["max_file_size"] == 20 * 2**20
+    assert launched["share"] is False and launched["prevent_thread_lock"] is True
+    serve(app, block=False)
+    assert launched["server_name"] == "127.0.0.1" and "anyone" not in capsys.readouterr().err

@@ -85,3 +85,22 @@ def test_a_warning_when_listening_beyond_this_machine(tmp_path, monkeypatch, cap
     assert launched["share"] is False and launched["prevent_thread_lock"] is True
     serve(app, block=False)
     assert launched["server_name"] == "127.0.0.1" and "anyone" not in capsys.readouterr().err
+
+
+def test_sigterm_stops_the_server_and_removes_the_examples(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    seen = []
+
+    def serve_until_terminated(app, host, port, examples, block):
+        seen.extend(path for path, _ in examples)
+        os.kill(os.getpid(), signal.SIGTERM)  # as a service manager stops it
+
+    monkeypatch.setattr("annofree.app.serve", serve_until_terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["app", "--weights", str(save_tiny_groupvit(tmp_path / "run"))])
+    assert stop.value.code == 0
+    assert seen and not any(path.exists() for path in seen)
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back

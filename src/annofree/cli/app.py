@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
+import sys
 import tempfile
 
 from annofree.cli.segment import add_inference_options
@@ -80,10 +82,13 @@ def run(args: argparse.Namespace) -> int:
         title=str(args.weights),
     )
     examples_dir = tempfile.mkdtemp(prefix="annofree-app-")
+    # A service manager stops the server with SIGTERM: exit through the finally below, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         examples = [] if args.no_examples else write_examples(examples_dir)
         print(f"annofree app: {app.kind} weights {args.weights}; open http://{args.host}:{args.port} (Ctrl-C stops)")
         serve(app, host=args.host, port=args.port, examples=examples, block=True)
     finally:
         shutil.rmtree(examples_dir, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
     return 0

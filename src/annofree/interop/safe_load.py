@@ -99,8 +99,8 @@ def load_pth(path: str | Path) -> Any:
     code = [name for name in names if not _is_data_only(name)]
     if code:
         raise UserError(
-            f"{path}: refused: the file asks to run {', '.join(sorted(code))} while loading; annofree never runs "
-            "code from a checkpoint (weights-only loading)"
+            f"{path}: refused: loading it would call {', '.join(sorted(code))}; annofree reads only tensors and "
+            "plain data from a checkpoint and never runs its code (weights-only loading)"
         )
     try:
         with torch.serialization.safe_globals([(_REPLACEMENTS.get(name, Inert), name) for name in names]):

@@ -30,7 +30,6 @@ What the official code does, and these heads reproduce (released COCO-Stuff conf
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,25 +37,8 @@ def _linear_bn_relu(in_dim: int, out_dim: int) -> list[nn.Module]:
     return [nn.Linear(in_dim, out_dim, bias=False), nn.BatchNorm1d(out_dim), nn.ReLU(inplace=True)]
 
 
-class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 convolution computed as a matrix product over the channels (same weights, names and result).
-
-    On the CPU, PyTorch runs these 1x1 kernels through its unfold-based convolution, 1.5x slower than the
-    matrix product on a ResNet-50's 2048-channel 7x7 maps. The output is made contiguous (NCHW) so that the
-    BatchNorm after it takes its fast path; on a channels-last view its backward cost as much again. With
-    the RegionSim bottleneck of ``coco_pretrain.yaml`` this took a DenseSiam step from 1.63x to 1.18x a
-    SimSiam step (``benchmarks/densesiam_step.py``, one thread).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
-        super().__init__(in_channels, out_channels, kernel_size=1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.movedim(1, -1), self.weight.flatten(1), self.bias).movedim(-1, 1).contiguous()
-
-
 def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
-    return [PointwiseConv2d(in_ch, out_ch, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(in_ch, out_ch, kernel_size=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
 def _mlp_layers(in_dim: int, hidden_dim: int, num_hidden: int) -> tuple[list[nn.Module], int]:
@@ -99,7 +81,9 @@ class DenseProjector(nn.Sequential):
         for i in range(num_hidden):
             layers += _conv_bn_relu(in_channels if i == 0 else hidden_channels, hidden_channels)
         last = hidden_channels if num_hidden else in_channels
-        super().__init__(*layers, PointwiseConv2d(last, num_clusters), nn.BatchNorm2d(num_clusters, affine=False))
+        super().__init__(
+            *layers, nn.Conv2d(last, num_clusters, kernel_size=1), nn.BatchNorm2d(num_clusters, affine=False)
+        )
 
 
 class DensePredictor(nn.Sequential):
@@ -107,7 +91,7 @@ class DensePredictor(nn.Sequential):
     1x1 conv ``hidden->K`` (bias)."""
 
     def __init__(self, num_clusters: int = 27, hidden_channels: int = 128):
-        super().__init__(*_conv_bn_relu(num_clusters, hidden_channels), PointwiseConv2d(hidden_channels, num_clusters))
+        super().__init__(*_conv_bn_relu(num_clusters, hidden_channels), nn.Conv2d(hidden_channels, num_clusters, 1))
 
 
 def region_embeddings(z: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:

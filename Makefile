@@ -12,14 +12,21 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-browser chromium lint reproduce-demo bench clean
 
+# Two stamps: the demo needs only the package; tests and the app need the dev extra (transformers, gradio,
+# playwright...), which a first `make demo` would otherwise spend a minute installing.
+$(VENV)/.installed-base: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(PIP_FLAGS) -e .
+	touch $@
+
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q $(PIP_FLAGS) -e '.[dev]'
-	touch $@
+	touch $(VENV)/.installed-base $@
 
 setup: $(VENV)/.installed
 
-demo: setup
+demo: $(VENV)/.installed-base
 	$(BIN)/annofree demo --out demo_out
 
 lint: setup
@@ -40,7 +47,7 @@ test-browser: setup chromium
 	ANNOFREE_REQUIRE_BROWSER=1 ANNOFREE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -m browser
 
 # Retrains the demo's starting checkpoint from scratch (about 60 minutes on 2 CPU cores; a benchmark, not a test).
-reproduce-demo: setup
+reproduce-demo: $(VENV)/.installed-base
 	$(BIN)/annofree demo --config configs/groupvit/demo_pretrain.yaml --out reproduce_out
 
 bench: setup

@@ -155,36 +155,52 @@ def config_from_hf(hf_config: Any) -> GroupViTConfig:
     )
 
 
-# (pattern on transformers' names, replacement in annofree's names); applied in order, first match wins.
-_STAGE_LAYER = r"^vision_model\.encoder\.stages\.(\d+)\.layers\.(\d+)\."
-_TEXT_LAYER = r"^text_model\.encoder\.layers\.(\d+)\."
-_RENAMES = [
-    (r"^vision_model\.embeddings\.patch_embeddings\.projection\.", "img_encoder.patch_embed.proj."),
-    (r"^vision_model\.embeddings\.layernorm\.", "img_encoder.patch_embed.norm."),
-    (r"^vision_model\.embeddings\.position_embeddings$", "img_encoder.pos_embed"),
-    (_STAGE_LAYER + r"layer_norm(\d)\.", r"img_encoder.layers.\1.blocks.\2.norm\3."),
-    (_STAGE_LAYER + r"self_attn\.out_proj\.", r"img_encoder.layers.\1.blocks.\2.attn.proj."),
-    (_STAGE_LAYER + r"mlp\.", r"img_encoder.layers.\1.blocks.\2.mlp."),
+# Parameter names: (transformers, annofree) templates, read in order, first match wins, in both directions.
+# ``{i}`` stands for a number that both names share; a template ending in "." is a prefix, any other a whole name.
+# The fused q/k/v projections are not here: they are split and joined by _QKV / _FUSED below.
+_NAME_PAIRS = [
+    ("vision_model.embeddings.patch_embeddings.projection.", "img_encoder.patch_embed.proj."),
+    ("vision_model.embeddings.layernorm.", "img_encoder.patch_embed.norm."),
+    ("vision_model.embeddings.position_embeddings", "img_encoder.pos_embed"),
+    ("vision_model.encoder.stages.{0}.layers.{1}.layer_norm{2}.", "img_encoder.layers.{0}.blocks.{1}.norm{2}."),
+    ("vision_model.encoder.stages.{0}.layers.{1}.self_attn.out_proj.", "img_encoder.layers.{0}.blocks.{1}.attn.proj."),
+    ("vision_model.encoder.stages.{0}.layers.{1}.mlp.", "img_encoder.layers.{0}.blocks.{1}.mlp."),
     (
-        r"^vision_model\.encoder\.stages\.(\d+)\.downsample\.pre_assign_attn\.attn\.out_proj\.",
-        r"img_encoder.layers.\1.downsample.pre_assign_attn.attn.proj.",
+        "vision_model.encoder.stages.{0}.downsample.pre_assign_attn.attn.out_proj.",
+        "img_encoder.layers.{0}.downsample.pre_assign_attn.attn.proj.",
     ),
     # group_token, group_projector.{0,1} and the rest of downsample.* keep their names.
-    (r"^vision_model\.encoder\.stages\.(\d+)\.", r"img_encoder.layers.\1."),
-    (r"^vision_model\.layernorm\.", "img_encoder.norm."),
-    (r"^text_model\.embeddings\.token_embedding\.", "text_encoder.token_embedding."),
-    (r"^text_model\.embeddings\.position_embedding\.weight$", "text_encoder.positional_embedding"),
-    (_TEXT_LAYER + r"layer_norm(\d)\.", r"text_encoder.transformer.resblocks.\1.ln_\2."),
-    (_TEXT_LAYER + r"self_attn\.out_proj\.", r"text_encoder.transformer.resblocks.\1.attn.out_proj."),
-    (_TEXT_LAYER + r"mlp\.fc1\.", r"text_encoder.transformer.resblocks.\1.mlp.c_fc."),
-    (_TEXT_LAYER + r"mlp\.fc2\.", r"text_encoder.transformer.resblocks.\1.mlp.c_proj."),
-    (r"^text_model\.final_layer_norm\.", "text_encoder.ln_final."),
-    (r"^visual_projection\.([01])\.", r"img_projector.linear_hidden.\1."),
-    (r"^visual_projection\.3\.", "img_projector.linear_out."),
-    (r"^text_projection\.([01])\.", r"text_projector.linear_hidden.\1."),
-    (r"^text_projection\.3\.", "text_projector.linear_out."),
-    (r"^logit_scale$", "logit_scale"),
+    ("vision_model.encoder.stages.{0}.", "img_encoder.layers.{0}."),
+    ("vision_model.layernorm.", "img_encoder.norm."),
+    ("text_model.embeddings.token_embedding.", "text_encoder.token_embedding."),
+    ("text_model.embeddings.position_embedding.weight", "text_encoder.positional_embedding"),
+    ("text_model.encoder.layers.{0}.layer_norm{1}.", "text_encoder.transformer.resblocks.{0}.ln_{1}."),
+    ("text_model.encoder.layers.{0}.self_attn.out_proj.", "text_encoder.transformer.resblocks.{0}.attn.out_proj."),
+    ("text_model.encoder.layers.{0}.mlp.fc1.", "text_encoder.transformer.resblocks.{0}.mlp.c_fc."),
+    ("text_model.encoder.layers.{0}.mlp.fc2.", "text_encoder.transformer.resblocks.{0}.mlp.c_proj."),
+    ("text_model.final_layer_norm.", "text_encoder.ln_final."),
+    ("visual_projection.0.", "img_projector.linear_hidden.0."),
+    ("visual_projection.1.", "img_projector.linear_hidden.1."),
+    ("visual_projection.3.", "img_projector.linear_out."),
+    ("text_projection.0.", "text_projector.linear_hidden.0."),
+    ("text_projection.1.", "text_projector.linear_hidden.1."),
+    ("text_projection.3.", "text_projector.linear_out."),
+    ("logit_scale", "logit_scale"),
 ]
+_SLOT = re.compile(r"\{(\d)\}")
+
+
+def _rule(source: str, target: str) -> tuple[re.Pattern, str]:
+    """(regex matching ``source``, replacement writing ``target``) with the shared numbers carried across."""
+    slots = _SLOT.findall(source)
+    pattern = "^" + "".join(re.escape(part) if k % 2 == 0 else r"(\d+)" for k, part in enumerate(_SLOT.split(source)))
+    pattern += "" if source.endswith(".") else "$"
+    replacement = _SLOT.sub(lambda m: f"\\g<{slots.index(m.group(1)) + 1}>", target)
+    return re.compile(pattern), replacement
+
+
+_RENAMES = [_rule(hf, ours) for hf, ours in _NAME_PAIRS]  # transformers -> annofree
+_HF_RENAMES = [_rule(ours, hf) for hf, ours in _NAME_PAIRS]  # annofree -> transformers
 _QKV = re.compile(
     r"^(vision_model\.encoder\.stages\.\d+\.layers\.\d+|text_model\.encoder\.layers\.\d+)"
     r"\.self_attn\.([qkv])_proj\.(weight|bias)$"
@@ -299,35 +315,6 @@ def _first_line(exc: BaseException) -> str:
 
 # ---- annofree -> transformers -------------------------------------------------------------------------
 
-# (pattern on annofree's names, replacement in transformers' names); first match wins. The inverse of _RENAMES.
-_IMG_BLOCK = r"^img_encoder\.layers\.(\d+)\.blocks\.(\d+)\."
-_TEXT_BLOCK = r"^text_encoder\.transformer\.resblocks\.(\d+)\."
-_HF_RENAMES = [
-    (r"^img_encoder\.patch_embed\.proj\.", "vision_model.embeddings.patch_embeddings.projection."),
-    (r"^img_encoder\.patch_embed\.norm\.", "vision_model.embeddings.layernorm."),
-    (r"^img_encoder\.pos_embed$", "vision_model.embeddings.position_embeddings"),
-    (_IMG_BLOCK + r"norm(\d)\.", r"vision_model.encoder.stages.\1.layers.\2.layer_norm\3."),
-    (_IMG_BLOCK + r"attn\.proj\.", r"vision_model.encoder.stages.\1.layers.\2.self_attn.out_proj."),
-    (_IMG_BLOCK + r"mlp\.", r"vision_model.encoder.stages.\1.layers.\2.mlp."),
-    (
-        r"^img_encoder\.layers\.(\d+)\.downsample\.pre_assign_attn\.attn\.proj\.",
-        r"vision_model.encoder.stages.\1.downsample.pre_assign_attn.attn.out_proj.",
-    ),
-    (r"^img_encoder\.layers\.(\d+)\.", r"vision_model.encoder.stages.\1."),
-    (r"^img_encoder\.norm\.", "vision_model.layernorm."),
-    (r"^text_encoder\.token_embedding\.", "text_model.embeddings.token_embedding."),
-    (r"^text_encoder\.positional_embedding$", "text_model.embeddings.position_embedding.weight"),
-    (_TEXT_BLOCK + r"ln_(\d)\.", r"text_model.encoder.layers.\1.layer_norm\2."),
-    (_TEXT_BLOCK + r"attn\.out_proj\.", r"text_model.encoder.layers.\1.self_attn.out_proj."),
-    (_TEXT_BLOCK + r"mlp\.c_fc\.", r"text_model.encoder.layers.\1.mlp.fc1."),
-    (_TEXT_BLOCK + r"mlp\.c_proj\.", r"text_model.encoder.layers.\1.mlp.fc2."),
-    (r"^text_encoder\.ln_final\.", "text_model.final_layer_norm."),
-    (r"^img_projector\.linear_hidden\.([01])\.", r"visual_projection.\1."),
-    (r"^img_projector\.linear_out\.", "visual_projection.3."),
-    (r"^text_projector\.linear_hidden\.([01])\.", r"text_projection.\1."),
-    (r"^text_projector\.linear_out\.", "text_projection.3."),
-    (r"^logit_scale$", "logit_scale"),
-]
 _FUSED = re.compile(
     r"^(?:img_encoder\.layers\.(\d+)\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)"
     r"|text_encoder\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias))$"

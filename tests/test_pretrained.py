@@ -15,30 +15,15 @@ import annofree
 from annofree import pretrained
 from annofree.errors import UserError
 from annofree.interop.official import save_official_checkpoint
-from annofree.models import GroupViT, GroupViTConfig
+from tests.tiny import tiny_groupvit
 
 NAME = "groupvit-test-tiny"
-TINY = {
-    "image": {
-        "img_size": 32,
-        "patch_size": 8,
-        "embed_dim": 64,
-        "depths": [1, 1],
-        "num_heads": [1, 1],
-        "num_group_tokens": [4, 0],
-        "num_output_groups": [2],
-    },
-    "text": {"context_length": 16, "vocab_size": 49408, "width": 64, "layers": 1, "heads": 1},
-    "embed_dim": 16,
-    "proj_hidden_dim": 32,
-}
 
 
 @pytest.fixture
 def release(tmp_path):
     """A published-like official file, its model and its SHA-256."""
-    torch.manual_seed(0)
-    model = GroupViT(GroupViTConfig.from_dict(TINY)).eval()
+    model = tiny_groupvit().eval()
     path = save_official_checkpoint(model, tmp_path / "served" / "group_vit_tiny-abcdef12.pth")
     return path, model, hashlib.sha256(path.read_bytes()).hexdigest()
 

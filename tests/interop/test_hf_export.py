@@ -9,8 +9,9 @@ import torch
 
 from annofree.errors import UserError
 from annofree.interop.hf import config_to_hf, from_hf_model, load_hf_checkpoint, save_hf_checkpoint, state_dict_to_hf
-from annofree.models import GroupViT, GroupViTConfig
+from annofree.models import GroupViTConfig
 from tests.interop.test_hf import SMALL_THREE_STAGES, SMALL_TWO_STAGES, assert_parity, build_hf, random_inputs
+from tests.tiny import tiny_groupvit
 
 transformers = pytest.importorskip("transformers")
 
@@ -57,24 +58,7 @@ def test_export_writes_the_pixel_statistics_for_transformers_processor(tmp_path)
 
 
 def test_state_dict_to_hf_splits_qkv_in_order() -> None:
-    model = GroupViT(
-        GroupViTConfig.from_dict(
-            {
-                "image": {
-                    "img_size": 32,
-                    "patch_size": 8,
-                    "embed_dim": 32,
-                    "depths": [1, 1],
-                    "num_heads": [2, 2],
-                    "num_group_tokens": [4, 0],
-                    "num_output_groups": [2],
-                },
-                "text": {"context_length": 8, "vocab_size": 50, "width": 16, "layers": 1, "heads": 2},
-                "embed_dim": 8,
-                "proj_hidden_dim": 16,
-            }
-        )
-    )
+    model = tiny_groupvit(vocab_size=50)
     state = model.state_dict()
     hf = state_dict_to_hf(state)
     fused = state["img_encoder.layers.0.blocks.0.attn.qkv.weight"]

@@ -26,23 +26,16 @@ from annofree.interop.official import (
 )
 from annofree.interop.safe_load import load_pth
 from annofree.models import GroupViT, GroupViTConfig
-from tests.interop.test_hf import assert_parity, build_hf, random_inputs
+from tests.interop.test_hf import SMALL_THREE_STAGES, assert_parity, build_hf, random_inputs
 
 transformers = pytest.importorskip("transformers")
 
-# A small config the official code can build: text heads are width // 64 there, so the text width is 128.
+# A small config the official code can build. The vision side is test_hf's three-stage one without the
+# settings a weights-only file cannot carry (assign_eps, layer_norm_eps: the released defaults are meant);
+# text heads are width // 64 in the official code, so the text width is 128.
+_NOT_IN_THE_WEIGHTS = ("assign_eps", "layer_norm_eps")
 OFFICIAL_SMALL = {
-    "vision_config": {
-        "hidden_size": 48,
-        "intermediate_size": 192,
-        "num_attention_heads": 3,
-        "depths": [2, 1, 1],
-        "num_hidden_layers": 4,
-        "num_group_tokens": [16, 6, 0],
-        "num_output_groups": [16, 3, 3],
-        "image_size": 48,
-        "patch_size": 8,
-    },
+    "vision_config": {k: v for k, v in SMALL_THREE_STAGES["vision_config"].items() if k not in _NOT_IN_THE_WEIGHTS},
     "text_config": {
         "hidden_size": 128,
         "intermediate_size": 512,
@@ -172,7 +165,6 @@ def test_official_file_converts_to_the_model_it_came_from(tmp_path, ddp_prefix: 
 
 
 def test_annofree_official_annofree_round_trip_is_exact(tmp_path) -> None:
-    from tests.interop.test_hf import SMALL_THREE_STAGES
     from tests.interop.test_hf_export import _ours
 
     ours = _ours(SMALL_THREE_STAGES)

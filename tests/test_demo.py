@@ -10,7 +10,9 @@ from PIL import Image
 
 import annofree
 from annofree import cli
+from annofree.demo import densesiam as demo_densesiam
 from annofree.demo import route_overrides
+from annofree.demo.recipes import load_demo_config, untrained_model
 from annofree.errors import UserError
 
 TINY = [
@@ -44,6 +46,7 @@ TINY_DENSESIAM = [
     "train.batch_size=8",
     "train.num_workers=0",
     "train.log_every=1",
+    "demo.eval.short_side=48",
 ]
 
 
@@ -115,9 +118,37 @@ def test_densesiam_demo_scores_clusters_against_both_kmeans_baselines(tmp_path, 
     assert f"{results['miou']:.3f}" in printed and f"{results['miou_kmeans_pixels']:.3f}" in printed
     assert annofree.load(run_dir).config.dense_dim == 5  # the run directory is the weights
 
+    # Scored at the recipe's eval size (128 by default, 48 here); the untrained baseline at that size and at 32.
+    assert results["eval_short_side"] == 48 and 0.0 <= results["miou_random_init_native"] <= 1.0
+    assert "--short-side 48" in printed
+
     # What the closing lines suggest works: evaluate the weights on the held-out scenes from the CLI.
     assert cli.main(["evaluate", "--weights", str(run_dir), "--data", str(out / "data_textures" / "val"),
-                     "--no-progress"]) == 0  # fmt: skip
+                     "--short-side", "48", "--no-progress"]) == 0  # fmt: skip
+
+
+def test_densesiam_baseline_scores_untrained_features_at_the_eval_size(monkeypatch):
+    """The k-means baseline on untrained features sees the input at the size the trained model is scored at."""
+    config = load_demo_config(None, [o for o in TINY_DENSESIAM if o.startswith(("model.", "data."))], "densesiam")
+    sizes = []
+
+    def recording_model(cfg):
+        model = untrained_model(cfg)
+        dense = model.dense_features
+        model.dense_features = lambda pixels: sizes.append(tuple(pixels.shape[-2:])) or dense(pixels)
+        return model
+
+    monkeypatch.setattr(demo_densesiam, "untrained_model", recording_model)
+    rng = np.random.default_rng(0)
+    samples = [
+        (f"s{i}", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), np.zeros((32, 32), np.uint8)) for i in range(2)
+    ]
+    scores = demo_densesiam.baselines(config, samples, ["background", "a"], {}, short_side=48)
+    assert set(scores) == {"kmeans_pixels", "random_init", "random_init_native"}
+    assert set(sizes) == {(48, 48), (32, 32)}
+    sizes.clear()
+    assert set(demo_densesiam.baselines(config, samples, ["background", "a"], {})) == {"kmeans_pixels", "random_init"}
+    assert set(sizes) == {(32, 32)}
 
 
 def test_both_demos_run_by_default_with_overrides_routed_by_prefix(tmp_path, capsys):

@@ -93,6 +93,33 @@ def test_no_gradient_reaches_the_target_branch(mode: str) -> None:
             assert all(p.grad is None or not p.grad.any() for p in module.parameters()), name
 
 
+@pytest.mark.parametrize("target", ["self", "cross"])
+def test_segmentation_pseudo_labels_come_from_the_configured_view(target: str) -> None:
+    """``loss.seg_target``: each view against its own argmax (the release) or against the other view's."""
+    m = method(loss={"seg_target": target, "seg_reweight": None})
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = (torch.randn(2, 6, 4, 4, generator=g, requires_grad=True) for _ in range(2))
+    inside = torch.ones(2, 4, 4, dtype=torch.bool)
+    inside[:, 0] = False  # view 2 does not show view 1's top row
+    labels1, labels2 = z1.detach().argmax(1), z2.detach().argmax(1)
+    assert (labels1 != labels2).any()
+
+    def ce(logits, labels, mask=None):
+        per = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        return per.mean() if mask is None else per[mask].mean()
+
+    if target == "cross":
+        expected = 0.5 * (ce(z1, labels2, inside) + ce(z2, labels1, inside))
+    else:
+        expected = 0.5 * (ce(z1, labels1) + ce(z2, labels2, inside))
+    got = m._seg_loss(z1, z2, inside)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # The pseudo-labels carry no gradient: the loss's gradient is exactly that of plain CE to fixed labels.
+    (grad_got,) = torch.autograd.grad(got, z1)
+    (grad_expected,) = torch.autograd.grad(expected, z1)
+    assert torch.allclose(grad_got, grad_expected, atol=1e-7)
+
+
 def test_region_sim_switches_on_at_the_configured_step() -> None:
     m = method(loss={"region_start": 0.5})
     assert not m.region_on

@@ -101,7 +101,8 @@ def print_densesiam(run_dir: Path, results: dict) -> None:
         f"{results['pixel_accuracy']:.3f}; trained {results['train_seconds']:.0f} s on {results['train_images']} "
         "unlabelled images"
     )
+    side = f" --short-side {results['eval_short_side']}" if results.get("eval_short_side") else ""
     print(f"results: {run_dir / 'results.json'}   overlays: {run_dir}/scene_*.png")
     print("Segment your own images into its clusters, or score it on a labelled folder:")
-    print(f"  annofree segment YOUR_IMAGE.jpg --weights {run_dir} --out seg_out")
-    print(f"  annofree evaluate --weights {run_dir} --data {run_dir.parent / 'data_textures' / 'val'}")
+    print(f"  annofree segment YOUR_IMAGE.jpg --weights {run_dir}{side} --out seg_out")
+    print(f"  annofree evaluate --weights {run_dir} --data {run_dir.parent / 'data_textures' / 'val'}{side}")

@@ -5,10 +5,12 @@
    sees a folder of unlabelled images; the held-out scenes' masks are used for scoring only.
 2. Two baselines on the held-out scenes, scored exactly like the model (one set of clusters for the whole
    set, Hungarian-matched to the classes): k-means on raw pixel colours, and k-means on the dense features
-   of the same network at random initialisation (the weights training starts from).
+   of the same network at random initialisation (the weights training starts from), the latter at the
+   size the model is scored at (``demo.eval.short_side``) and at the scenes' own size.
 3. Train DenseSiam (segmentation mode) with the training engine, as ``annofree train densesiam`` does.
-4. Score its clusters the same way; write ``OUT/densesiam/results.json``, the weights (``OUT/densesiam``
-   is a run directory that ``annofree segment`` and ``annofree evaluate`` accept) and overlays.
+4. Score its clusters the same way, the scenes resized to ``demo.eval.short_side``; write
+   ``OUT/densesiam/results.json``, the weights (``OUT/densesiam`` is a run directory that ``annofree
+   segment`` and ``annofree evaluate`` accept) and overlays.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from annofree.data.folder import SegmentationFolder
 from annofree.data.synth_textures import TextureSceneConfig, write_texture_scenes
 from annofree.demo.recipes import render_once, run_size, train_fresh, untrained_model
@@ -26,6 +30,7 @@ from annofree.evaluation.clusters import evaluate_cluster_samples, read_groups
 from annofree.evaluation.hungarian import remap_predictions
 from annofree.evaluation.kmeans import kmeans_baseline, network_features, pixel_colours
 from annofree.inference.clusters import ClusterSegmenter
+from annofree.inference.zero_shot import resize_short_side
 from annofree.viz import side_by_side
 from annofree.weights import atomic_write
 
@@ -46,15 +51,27 @@ def prepare_texture_scenes(out: Path, demo: dict[str, Any], progress: bool) -> t
     return out / "train", out / "val"
 
 
-def baselines(config: dict[str, Any], samples: list, classes: list[str], groups: dict) -> dict[str, dict]:
-    """k-means (as many clusters as classes) on raw pixel colours and on the untrained network's features."""
+def baselines(
+    config: dict[str, Any], samples: list, classes: list[str], groups: dict, short_side: int | None = None
+) -> dict[str, dict]:
+    """k-means (as many clusters as classes) on raw pixel colours and on the untrained network's features,
+    the latter computed at the resolution the trained model is scored at (``short_side``)."""
     k = len(classes)
     kw = {"groups": groups, "progress": False}
-    features = network_features(untrained_model(config).eval().dense_features)
-    return {
+    untrained = untrained_model(config).eval()
+
+    def dense_features(pixels: torch.Tensor) -> torch.Tensor:
+        return untrained.dense_features(pixels if short_side is None else resize_short_side(pixels, short_side))
+
+    scores = {
         "kmeans_pixels": kmeans_baseline(pixel_colours, samples, classes, k, **kw),
-        "random_init": kmeans_baseline(features, samples, classes, k, **kw),
+        "random_init": kmeans_baseline(network_features(dense_features), samples, classes, k, **kw),
     }
+    if short_side is not None:  # also at the scenes' own size, in case the untrained features do better there
+        scores["random_init_native"] = kmeans_baseline(
+            network_features(untrained.dense_features), samples, classes, k, **kw
+        )
+    return scores
 
 
 def write_overlays(segmenter: ClusterSegmenter, samples: list, classes: list[str], mapping: list[int], out: Path):
@@ -78,8 +95,9 @@ def run_densesiam_demo(out: str | Path, config: dict[str, Any], progress: bool =
     groups = read_groups(val_dir, classes)
     samples = [dataset[i] for i in range(len(dataset))]
 
+    short_side = (demo.get("eval") or {}).get("short_side")
     log("[2/4] baselines: k-means on pixel colours and on the untrained network's features")
-    base = baselines(config, samples, classes, groups)
+    base = baselines(config, samples, classes, groups, short_side)
     log(f"      mIoU: pixel colours {base['kmeans_pixels']['miou']:.3f}, "
         f"untrained features {base['random_init']['miou']:.3f}")  # fmt: skip
 
@@ -87,7 +105,7 @@ def run_densesiam_demo(out: str | Path, config: dict[str, Any], progress: bool =
     log(f"[3/4] training DenseSiam from scratch on the unlabelled images: {run_size(config)}")
     result, facts = train_fresh(config, run_dir, str(train_dir))
     model = result.method.deployable().cpu().eval()
-    segmenter = ClusterSegmenter(model)
+    segmenter = ClusterSegmenter(model, short_side)
     score = evaluate_cluster_samples(
         segmenter.segment_batch, samples, classes, segmenter.num_clusters, groups=groups, progress=False
     )
@@ -99,9 +117,11 @@ def run_densesiam_demo(out: str | Path, config: dict[str, Any], progress: bool =
         "miou_random_init": base["random_init"]["miou"],
         "pixel_accuracy_kmeans_pixels": base["kmeans_pixels"]["pixel_accuracy"],
         "pixel_accuracy_random_init": base["random_init"]["pixel_accuracy"],
+        **({"miou_random_init_native": base["random_init_native"]["miou"]} if "random_init_native" in base else {}),
         **facts,
         "val_images": len(samples),
         "num_clusters": segmenter.num_clusters,
+        "eval_short_side": short_side,
         "matching": score["matching"],
         "mapping": score["mapping"],
         "weights": str(run_dir / "model.safetensors"),

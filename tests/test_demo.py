@@ -190,3 +190,11 @@ def test_a_recipe_given_with_config_picks_its_demo(tmp_path, capsys):
     assert (out / "densesiam" / "results.json").is_file() and not (out / "groupvit").exists()
     assert cli.main(["demo", "--config", str(recipe), "--method", "groupvit", "--out", str(out)]) == 2
     assert "densesiam recipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("side", [0, -3, 1.5, "big", True])
+def test_densesiam_demo_refuses_a_bad_eval_size(side):
+    with pytest.raises(UserError, match=r"demo\.eval\.short_side must be a positive integer"):
+        demo_densesiam.eval_short_side({"eval": {"short_side": side}})
+    assert demo_densesiam.eval_short_side({"eval": {"short_side": 96}}) == 96
+    assert demo_densesiam.eval_short_side({}) is None

@@ -51,6 +51,14 @@ def prepare_texture_scenes(out: Path, demo: dict[str, Any], progress: bool) -> t
     return out / "train", out / "val"
 
 
+def eval_short_side(demo: dict[str, Any]) -> int | None:
+    """``demo.eval.short_side``: the size the held-out scenes are scored at (None: their own size)."""
+    side = (demo.get("eval") or {}).get("short_side")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 1):
+        raise UserError(f"demo.eval.short_side must be a positive integer or null, got {side!r}")
+    return side
+
+
 def baselines(
     config: dict[str, Any], samples: list, classes: list[str], groups: dict, short_side: int | None = None
 ) -> dict[str, dict]:
@@ -95,7 +103,7 @@ def run_densesiam_demo(out: str | Path, config: dict[str, Any], progress: bool =
     groups = read_groups(val_dir, classes)
     samples = [dataset[i] for i in range(len(dataset))]
 
-    short_side = (demo.get("eval") or {}).get("short_side")
+    short_side = eval_short_side(demo)
     log("[2/4] baselines: k-means on pixel colours and on the untrained network's features")
     base = baselines(config, samples, classes, groups, short_side)
     log(f"      mIoU: pixel colours {base['kmeans_pixels']['miou']:.3f}, "

@@ -67,9 +67,21 @@ def _new_file_mode(path: Path) -> int:
     """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0666 minus the umask."""
     if path.exists():
         return path.stat().st_mode & 0o777
-    umask = os.umask(0o022)  # read the umask (the only portable way is to set it) and put it back
+    return 0o666 & ~process_umask()
+
+
+def process_umask() -> int:
+    """The process umask. Linux tells it in /proc; elsewhere the only way is to set it and put it back, which
+    another thread creating a file in between would see, so that is the fallback only."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def save_weights(

@@ -113,3 +113,20 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
         assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
     finally:
         os.umask(umask)
+
+
+def test_the_umask_is_read_without_being_changed(monkeypatch):
+    import os
+    import sys
+
+    from annofree.weights import process_umask
+
+    umask = os.umask(0o027)
+    try:
+        assert process_umask() == 0o027
+        if sys.platform.startswith("linux"):  # read from /proc: the umask is never set, not even for a moment
+            monkeypatch.setattr(os, "umask", lambda mask: pytest.fail("os.umask was called"))
+            assert process_umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(umask)

@@ -38,7 +38,8 @@ def _fake_demo(out: Path) -> None:
             Image.new("RGB", (4, 4)).save(run / f"scene_{i}.png")
     (gv / "results.json").write_text(json.dumps({"miou": 0.4567, "miou_random_init": 0.1, "train_seconds": 12.3,
                                                  "train_images": 24, "per_class_iou": {"circle": 0.5}}))  # fmt: skip
-    (ds / "results.json").write_text(json.dumps({"miou": 0.321, "miou_kmeans_pixels": 0.2, "num_clusters": 5}))
+    (ds / "results.json").write_text(json.dumps({"miou": 0.321, "miou_kmeans_pixels": 0.2, "num_clusters": 5,
+                                                 "eval_short_side": 128}))  # fmt: skip
     (out / "data").mkdir()  # rendered scenes: not a run
 
 
@@ -58,6 +59,7 @@ def test_index_links_results_curves_and_overlays_of_both_methods(tmp_path):
     cells = page.cells
     assert "0.457" in cells and "0.321" in cells and "0.200" in cells and "12 s" in cells and "5" in cells
     assert "mIoU, k-means on pixel colours" in cells and "loss, first log" not in cells
+    assert "128 px" in cells and "scored at short side" in cells
     assert cells.index("groupvit") < cells.index("densesiam")
     assert "data" not in page.links
 

@@ -20,7 +20,9 @@ RUN_ORDER = ("groupvit", "densesiam", "groupvit_scratch")
 METRICS = (
     ("miou", "mIoU on held-out scenes", "{:.3f}"),
     ("miou_random_init", "mIoU, untrained network (DenseSiam: k-means on its features)", "{:.3f}"),
+    ("miou_random_init_native", "mIoU, k-means on untrained features at the scenes' own size", "{:.3f}"),
     ("miou_kmeans_pixels", "mIoU, k-means on pixel colours", "{:.3f}"),
+    ("eval_short_side", "scored at short side", "{} px"),
     ("miou_init_weights", "mIoU, starting checkpoint", "{:.3f}"),
     ("pixel_accuracy", "pixel accuracy", "{:.3f}"),
     ("num_clusters", "clusters", "{}"),

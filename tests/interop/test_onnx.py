@@ -11,12 +11,15 @@ import onnx
 import pytest
 import torch
 
+from annofree.cli import main as cli_main
+from annofree.data.folder import write_classes, write_segmentation_sample
 from annofree.data.tokenizer import tokenize
 from annofree.errors import UserError
 from annofree.inference.onnx_runtime import OnnxGroupViT
 from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.interop.onnx import CONFIG_FILE, IMAGE_FILE, TEXT_FILE, export_onnx
 from annofree.models import GroupViT
+from annofree.weights import save_weights
 from tests.tiny import tiny_densesiam, tiny_groupvit
 
 CLASSES = ["cat", "dog", "grass", "sky", "road", "tree"]
@@ -76,6 +79,8 @@ def test_image_outputs_match_pytorch(exported, batch, height, width):
     assert len(got.soft_assignments) == len(expected.soft_assignments) == 2
     for ours, theirs in zip(got.soft_assignments, expected.soft_assignments, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+    with torch.no_grad():  # what zero-shot classification uses
+        torch.testing.assert_close(onnx_model.encode_image(pixels), model.encode_image(pixels), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("texts", [["a photo of a cat."], ["a dog", "grass", "a photo of the sky, blue and wide"]])
@@ -150,3 +155,26 @@ def test_image_sizes_must_be_whole_patches(exported):
     _, onnx_model = exported
     with pytest.raises(ValueError, match="not a multiple of the patch size 4"):
         onnx_model.encode_groups(torch.zeros(1, 3, 30, 32))
+
+
+def test_evaluate_scores_an_onnx_export_as_it_scores_the_weights(exported, tmp_path, capsys):
+    """``annofree evaluate --onnx DIR``: the same scores as ``--weights`` for the model that was exported."""
+    model, onnx_model = exported
+    weights = save_weights(tmp_path / "run" / "model.safetensors", model, "groupvit", model.config.to_dict())
+    folder = tmp_path / "val"
+    write_classes(folder, ["background", *CLASSES])
+    segmenter = ZeroShotSegmenter(model, CLASSES, short_side=None, bg_thresh=0.2)
+    for seed in range(3):  # labels: PyTorch's own segmentation, so the scores are far from chance
+        image = scene(seed)
+        write_segmentation_sample(folder, f"s{seed}", image, segmenter.segment(image).label_map.astype(np.uint8))
+    options = ["--data", str(folder), "--bg-thresh", "0.2", "--short-side", "0", "--no-progress"]
+    scores = {}
+    for name, source in {"weights": ["--weights", str(weights)], "onnx": ["--onnx", str(onnx_model.directory)]}.items():
+        assert cli_main(["evaluate", *source, *options, "--out", str(tmp_path / f"{name}.json")]) == 0
+        scores[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert scores["weights"]["miou"] > 0.5
+    assert scores["onnx"]["miou"] == pytest.approx(scores["weights"]["miou"], abs=1e-3)
+    assert scores["onnx"]["weights"] == str(onnx_model.directory)
+    capsys.readouterr()
+    assert cli_main(["evaluate", "--weights", str(weights), "--onnx", str(onnx_model.directory), *options]) != 0
+    assert "give exactly one of --weights" in capsys.readouterr().err

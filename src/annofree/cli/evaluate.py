@@ -9,9 +9,10 @@ The weights decide what is measured:
 - DenseSiam, unsupervised segmentation: clusters matched to classes (Hungarian, or ``--many-to-one``),
   things/stuff by true class, short side 320 + centre crop 320 on the benchmarks.
 
-``--data FOLDER`` is the generic segmentation folder (images/, labels/, classes.txt, optional things.txt),
-the same as ``--dataset folder --root FOLDER``. Results print as a table; ``--out result.json`` also writes
-``result.md`` beside it; ``--save-predictions DIR`` writes each image's label PNG and overlay.
+``--onnx DIR`` instead of ``--weights``: a GroupViT exported by ``annofree export onnx``, scored the same way
+with onnxruntime. ``--data FOLDER`` is the generic segmentation folder (images/, labels/, classes.txt, optional
+things.txt), the same as ``--dataset folder --root FOLDER``. Results print as a table; ``--out result.json``
+also writes ``result.md`` beside it; ``--save-predictions DIR`` writes each image's label PNG and overlay.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from annofree.cli.segment import add_inference_options, check_groupvit, is_densesiam, load_model, resolve_device
+from annofree.cli.segment import (
+    add_inference_options,
+    check_groupvit,
+    is_densesiam,
+    load_model,
+    load_onnx,
+    resolve_device,
+)
 from annofree.errors import UserError
 
 CLASSIFICATION = "imagenet"
@@ -46,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="write the results as JSON to this file (and Markdown beside it)")
     parser.add_argument("--save-predictions", metavar="DIR", default=None, help="write label PNGs and overlays")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples (counted) instead of stopping")
-    add_inference_options(parser, protocol=True)
+    add_inference_options(parser, onnx=True, protocol=True)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -107,13 +115,18 @@ def _check_args(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.weights is None) == (args.onnx is None):
+        raise UserError("give exactly one of --weights (a run directory or .safetensors file) and --onnx DIR")
     out = _check_args(args)
-    model = load_model(args.weights, resolve_device(args.device))
-    if is_densesiam(model):
-        from annofree.cli.clusters import evaluate_clusters
+    if args.onnx is not None:
+        model = load_onnx(args.onnx, args.device)
+    else:
+        model = load_model(args.weights, resolve_device(args.device))
+        if is_densesiam(model):
+            from annofree.cli.clusters import evaluate_clusters
 
-        return evaluate_clusters(args, model, out)
-    model = check_groupvit(model, args.weights)
+            return evaluate_clusters(args, model, out)
+        model = check_groupvit(model, args.weights)
     if args.many_to_one:
         raise UserError("--many-to-one matches DenseSiam clusters to classes; GroupViT weights predict the classes")
     if args.dataset == CLASSIFICATION:
@@ -158,7 +171,7 @@ def _evaluate_zero_shot(args: argparse.Namespace, model, out: Path | None) -> in
         print(f"wrote {writer.count} predictions to {writer.directory}")
     if out is not None:
         settings = protocol.segmenter_options() | {"prompts": args.prompts, "prompt_names": dict(protocol.prompt_names)}
-        record = {**results, "dataset": args.dataset, "weights": str(args.weights), "data": str(args.root)}
+        record = {**results, "dataset": args.dataset, "weights": str(args.weights or args.onnx), "data": str(args.root)}
         write_json(out, record | {"settings": settings})
         print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
@@ -180,7 +193,12 @@ def _classify(args: argparse.Namespace, model, out: Path | None) -> int:
     if out is not None:
         from annofree.weights import atomic_write
 
-        record = {**result, "dataset": CLASSIFICATION, "weights": str(args.weights), "data": str(args.root)}
+        record = {
+            **result,
+            "dataset": CLASSIFICATION,
+            "weights": str(args.weights or args.onnx),
+            "data": str(args.root),
+        }
         text = json.dumps(record, indent=2) + "\n"
         atomic_write(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         print(f"wrote {out}")

@@ -102,6 +102,10 @@ class OnnxGroupViT:
             grid=(int(maps.shape[2]), int(maps.shape[3])),
         )
 
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Normalised pixels -> image embeddings ``[B, D]``, unit norm (zero-shot classification)."""
+        return self.encode_groups(pixels).image_embeds
+
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Token ids ``[N, context_length]`` -> ``[N, D]``, unit norm."""
         (embeds,) = self.text_session.run(None, {"token_ids": _numpy(token_ids, np.int64)})

@@ -25,6 +25,7 @@ from typing import Any
 from annofree.cli.segment import (
     add_inference_options,
     check_groupvit,
+    check_weights_or_onnx,
     is_densesiam,
     load_model,
     load_onnx,
@@ -115,8 +116,7 @@ def _check_args(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.weights is None) == (args.onnx is None):
-        raise UserError("give exactly one of --weights (a run directory or .safetensors file) and --onnx DIR")
+    check_weights_or_onnx(args)
     out = _check_args(args)
     if args.onnx is not None:
         model = load_onnx(args.onnx, args.device)

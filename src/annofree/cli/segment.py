@@ -303,9 +303,14 @@ def load_onnx(directory: str, device: str | None):
     return OnnxGroupViT(directory, device=device or "cpu")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_weights_or_onnx(args: argparse.Namespace) -> None:
+    """Exactly one model source, ``--weights`` or ``--onnx`` (see ``add_inference_options(onnx=True)``)."""
     if (args.weights is None) == (args.onnx is None):
         raise UserError("give exactly one of --weights (a run directory or .safetensors file) and --onnx DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_weights_or_onnx(args)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
     files, errors = collect_images(args.images)

@@ -16,14 +16,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from annofree.losses import image_text_contrastive_loss, multi_label_contrastive_loss
+from annofree.losses import image_text_contrastive_loss, multi_label_contrastive_loss, multi_label_sigmoid_loss
 
 GLOBAL_BATCH, PROMPTS, IN_WIDTH, EMBED_WIDTH = 6, 3, 5, 4
-LOSS_NAMES = ("contrastive", "multi_label", "multi_label_same_text")
+LOSS_NAMES = ("contrastive", "multi_label", "multi_label_same_text", "multi_label_sigmoid")
 
 
 class TinyTowers(nn.Module):
-    """Two linear "encoders" and the two logit scales: enough to give every loss input a parameter gradient."""
+    """Two linear "encoders", the two logit scales and the sigmoid bias: every loss input has a parameter gradient."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -31,6 +31,7 @@ class TinyTowers(nn.Module):
         self.text = nn.Linear(IN_WIDTH, EMBED_WIDTH)
         self.logit_scale = nn.Parameter(torch.tensor(1.5))
         self.multi_label_logit_scale = nn.Parameter(torch.tensor(2.0))
+        self.multi_label_bias = nn.Parameter(torch.tensor(-1.0))
 
 
 def build_problem() -> tuple[TinyTowers, dict[str, torch.Tensor]]:
@@ -60,6 +61,9 @@ def compute_losses(model: TinyTowers, batch: dict[str, torch.Tensor]) -> dict[st
         "multi_label": multi_label_contrastive_loss(images, prompts, multi_scale),
         "multi_label_same_text": multi_label_contrastive_loss(
             images, prompts, multi_scale, prompt_ids=batch["prompt_ids"], same_text_positive=True
+        ),
+        "multi_label_sigmoid": multi_label_sigmoid_loss(
+            images, prompts, multi_scale, model.multi_label_bias, prompt_ids=batch["prompt_ids"]
         ),
     }
 

@@ -23,10 +23,10 @@ TINY_MODEL = {
 }  # fmt: skip
 
 
-def tiny_method(**data):
+def tiny_method(loss=None, **data):
     torch.manual_seed(0)
     config = {"method": "groupvit", "model": TINY_MODEL, "data": {"image_size": 32, "num_prompts": 2, **data}}
-    return get_method("groupvit")(config)
+    return get_method("groupvit")({**config, "loss": loss or {}})
 
 
 def options(**changes) -> SampleOptions:
@@ -79,6 +79,35 @@ def test_a_training_step_has_finite_losses_and_trains_both_encoders_and_both_sca
     for name in ["model.logit_scale", "model.multi_label_logit_scale", "model.img_encoder.patch_embed.proj.weight",
                  "model.text_encoder.token_embedding.weight"]:  # fmt: skip
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
+
+
+def test_the_sigmoid_form_scores_every_image_prompt_pair_with_a_bias_kept_out_of_the_model(monkeypatch):
+    import annofree.methods.groupvit as groupvit_method
+    from annofree.losses import multi_label_sigmoid_loss
+
+    calls = []
+
+    def spy(image, prompts, scale, bias, prompt_ids):
+        calls.append({"prompts": prompts.shape, "bias": bias, "ids": prompt_ids})
+        return multi_label_sigmoid_loss(image, prompts, scale, bias, prompt_ids=prompt_ids)
+
+    monkeypatch.setattr(groupvit_method, "multi_label_sigmoid_loss", spy)
+    method = tiny_method(loss={"multi_label_form": "sigmoid"})
+    batch = batch_of(method, ["a red circle", "two squares and a star", "a star on grass", "a ring"])
+    out = method(batch)
+    assert len(calls) == 1 and calls[0]["prompts"][:2] == (4, 2) and calls[0]["bias"] is method.multi_label_bias
+    assert torch.equal(calls[0]["ids"], batch["prompt_ids"])  # same nouns are positives across images
+    out["loss_multi_label"].backward()
+    assert method.multi_label_bias.grad is not None and method.multi_label_bias.grad.abs() > 0
+    assert "multi_label_bias" in method.state_dict()  # resumed with the training state ...
+    assert not any("multi_label_bias" in name for name in method.deployable().state_dict())  # ... not shipped
+
+
+def test_an_unknown_multi_label_form_is_a_user_error():
+    from annofree.errors import UserError
+
+    with pytest.raises(UserError, match=r"loss\.multi_label_form"):
+        tiny_method(loss={"multi_label_form": "hinge"})
 
 
 def test_without_the_multi_label_loss_there_is_no_prompt_work():

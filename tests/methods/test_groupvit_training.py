@@ -13,23 +13,25 @@ from annofree.weights import read_weights
 from .test_groupvit import TINY_MODEL
 
 
-def config(steps: int = 6) -> dict:
+def config(steps: int = 6, multi_label_form: str = "softmax") -> dict:
     return {
         "seed": 1,
         "method": "groupvit",
         "model": {**TINY_MODEL, "image": {**TINY_MODEL["image"], "drop_path_rate": 0.1}},  # forward randomness
         "data": {"image_size": 32, "num_prompts": 2, "shuffle_buffer": 16},
+        "loss": {"multi_label_form": multi_label_form},  # sigmoid: a training-only bias must resume too
         "optim": {"lr": 1e-3, "warmup_steps": 2, "clip_grad": 5.0},
         "train": {"steps": steps, "batch_size": 8, "num_workers": 1, "save_every": 2, "log_every": 1,
                   "tensorboard": False, "device": "cpu"},
     }  # fmt: skip
 
 
-def test_groupvit_resumes_exactly_from_shards_with_workers(tmp_path, monkeypatch):
+@pytest.mark.parametrize("multi_label_form", ["softmax", "sigmoid"])
+def test_groupvit_resumes_exactly_from_shards_with_workers(tmp_path, monkeypatch, multi_label_form):
     # 44 scenes in shards of 20: 5 batches of 8 per epoch, so 6 steps cross an epoch boundary.
     data = write_scenes(tmp_path / "data", train=44, val=0, cfg=SceneConfig(size=32), samples_per_shard=20,
                         workers=1, progress=False).train_pattern  # fmt: skip
-    straight = train(config(), tmp_path / "straight", data=data)
+    straight = train(config(multi_label_form=multi_label_form), tmp_path / "straight", data=data)
     assert straight.step == 6 and straight.epoch == 1
 
     def crash(self, step, total):
@@ -39,8 +41,8 @@ def test_groupvit_resumes_exactly_from_shards_with_workers(tmp_path, monkeypatch
     with monkeypatch.context() as patch:
         patch.setattr(GroupViTMethod, "on_step", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            train(config(), tmp_path / "resumed", data=data)
-    resumed = train(config(), tmp_path / "resumed", data=data, resume=True)
+            train(config(multi_label_form=multi_label_form), tmp_path / "resumed", data=data)
+    resumed = train(config(multi_label_form=multi_label_form), tmp_path / "resumed", data=data, resume=True)
 
     a, _, _ = read_weights(tmp_path / "straight")
     b, _, _ = read_weights(tmp_path / "resumed")

@@ -8,7 +8,12 @@ Config sections used here (see configs/groupvit/*.yaml):
 
     model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...)
     data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | subset | simple), shuffle_buffer
-    loss:   multi_label_weight, same_text_positive
+    loss:   multi_label_weight, same_text_positive, multi_label_form (softmax | sigmoid)
+
+``loss.multi_label_form: sigmoid`` swaps the paper's softmax multi-label loss for the pairwise sigmoid form
+(:func:`~annofree.losses.multi_label_sigmoid.multi_label_sigmoid_loss`), with a learned bias that belongs
+to the training method (it is saved with the training state, not with the deployable model). Prompts of the
+same noun are always positives of each other's images there, whatever ``same_text_positive`` says.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ from annofree.data.transforms import random_resized_crop
 from annofree.errors import UserError
 from annofree.losses.contrastive import image_text_contrastive_loss
 from annofree.losses.multi_label import multi_label_contrastive_loss
+from annofree.losses.multi_label_sigmoid import multi_label_sigmoid_loss
 from annofree.methods.base import LoaderSpec, Method, register
 from annofree.models import GroupViT, GroupViTConfig
 
 # GroupViT's template sets by its names (``data.text_aug.template_set``).
 TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "subset": SUBSET_TEMPLATES, "simple": (SEGMENTATION_TEMPLATE,)}
 NO_IDENTITY = -1  # prompt id of a caption standing in for a missing noun: never "the same text" as another
+MULTI_LABEL_FORMS = ("softmax", "sigmoid")
+# Start of the sigmoid form's bias: most (image, prompt) pairs are negatives, so the logits start well below 0
+# (SigLIP starts at -10 for batches of 32k; a batch of 64 images with 3 prompts each has ~5% positive pairs).
+SIGMOID_BIAS_INIT = -5.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,12 @@ class GroupViTMethod(Method):
         self._carried_skips = 0
         self.multi_label_weight = float(loss.get("multi_label_weight", 1.0))
         self.same_text_positive = bool(loss.get("same_text_positive", False))
+        self.multi_label_form = str(loss.get("multi_label_form", "softmax"))
+        if self.multi_label_form not in MULTI_LABEL_FORMS:
+            forms, got = list(MULTI_LABEL_FORMS), self.multi_label_form
+            raise UserError(f"loss.multi_label_form must be one of {forms}, got {got!r}")
+        if self.multi_label_form == "sigmoid":
+            self.multi_label_bias = torch.nn.Parameter(torch.tensor(SIGMOID_BIAS_INIT))
         if self.multi_label_weight and self.sample_options.num_prompts < 1:
             raise UserError("loss.multi_label_weight > 0 needs data.num_prompts >= 1")
 
@@ -121,19 +137,27 @@ class GroupViTMethod(Method):
         text = model.text_features(texts)  # captions and prompts share one BatchNorm pass
         out = {"loss_itc": image_text_contrastive_loss(image.float(), text[:, 0].float(), model.scale())}
         if use_prompts:
-            out["loss_multi_label"] = self.multi_label_weight * multi_label_contrastive_loss(
-                image.float(),
-                text[:, 1:].float(),
-                model.scale(multi_label=True),
-                prompt_ids=batch["prompt_ids"],
-                same_text_positive=self.same_text_positive,
-            )
+            out["loss_multi_label"] = self.multi_label_weight * self.multi_label_loss(image, text[:, 1:], batch)
         out["logit_scale"] = model.scale().detach()
         out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
         for stage, assignment in enumerate(encoded.soft_assignments, start=1):
             out[f"group_usage_{stage}"] = group_usage(assignment).detach()
         out["skipped"] = batch["skipped"]
         return out
+
+    def multi_label_loss(self, image: torch.Tensor, prompts: torch.Tensor, batch: dict) -> torch.Tensor:
+        scale = self.model.scale(multi_label=True)
+        if self.multi_label_form == "sigmoid":
+            return multi_label_sigmoid_loss(
+                image.float(), prompts.float(), scale, self.multi_label_bias, prompt_ids=batch["prompt_ids"]
+            )
+        return multi_label_contrastive_loss(
+            image.float(),
+            prompts.float(),
+            scale,
+            prompt_ids=batch["prompt_ids"],
+            same_text_positive=self.same_text_positive,
+        )
 
     def deployable(self) -> GroupViT:
         return self.model

@@ -65,19 +65,9 @@ def multi_label_contrastive_loss(
     Returns:
         The scalar loss: mean of the image->prompts and prompts->image soft cross-entropies.
     """
-    if image_emb.ndim == 3 and image_emb.shape[1] == 1:
-        image_emb = image_emb[:, 0]
-    if image_emb.ndim != 2 or prompt_emb.ndim != 3 or prompt_emb.shape[0] != image_emb.shape[0]:
-        raise ValueError(
-            f"image_emb must be [B, C] or [B, 1, C] and prompt_emb [B, K, C]; "
-            f"got {tuple(image_emb.shape)} and {tuple(prompt_emb.shape)}"
-        )
-    if prompt_emb.shape[2] != image_emb.shape[1]:
-        raise ValueError(f"image_emb has width {image_emb.shape[1]} but prompt_emb has width {prompt_emb.shape[2]}")
     if same_text_positive and prompt_ids is None:
         raise ValueError("same_text_positive=True needs prompt_ids ([B, K] integer ids of the prompt texts)")
-    if same_text_positive and tuple(prompt_ids.shape) != tuple(prompt_emb.shape[:2]):
-        raise ValueError(f"prompt_ids must be [B, K] = {tuple(prompt_emb.shape[:2])}; got {tuple(prompt_ids.shape)}")
+    image_emb = check_prompt_inputs(image_emb, prompt_emb, prompt_ids if same_text_positive else None)
 
     batch, num_prompts, _ = prompt_emb.shape
     rank, _ = rank_and_world() if gather_distributed else (0, 1)
@@ -102,6 +92,24 @@ def multi_label_contrastive_loss(
         loss_image = -own_prompts.mean(dim=-1).mean()
         loss_prompt = F.nll_loss(log_p_prompt, own_image.repeat_interleave(num_prompts))
     return 0.5 * (loss_image + loss_prompt)
+
+
+def check_prompt_inputs(
+    image_emb: torch.Tensor, prompt_emb: torch.Tensor, prompt_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """Check the shapes shared by the multi-label losses; return the image embeddings as [B, C]."""
+    if image_emb.ndim == 3 and image_emb.shape[1] == 1:
+        image_emb = image_emb[:, 0]
+    if image_emb.ndim != 2 or prompt_emb.ndim != 3 or prompt_emb.shape[0] != image_emb.shape[0]:
+        raise ValueError(
+            f"image_emb must be [B, C] or [B, 1, C] and prompt_emb [B, K, C]; "
+            f"got {tuple(image_emb.shape)} and {tuple(prompt_emb.shape)}"
+        )
+    if prompt_emb.shape[2] != image_emb.shape[1]:
+        raise ValueError(f"image_emb has width {image_emb.shape[1]} but prompt_emb has width {prompt_emb.shape[2]}")
+    if prompt_ids is not None and tuple(prompt_ids.shape) != tuple(prompt_emb.shape[:2]):
+        raise ValueError(f"prompt_ids must be [B, K] = {tuple(prompt_emb.shape[:2])}; got {tuple(prompt_ids.shape)}")
+    return image_emb
 
 
 def _same_text_targets(

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from annofree.losses.gather import all_gather_with_grad, rank_and_world
+from annofree.losses.multi_label import check_prompt_inputs
 
 
 def multi_label_sigmoid_loss(
@@ -59,17 +60,7 @@ def multi_label_sigmoid_loss(
     Returns:
         The scalar loss: the summed binary cross-entropies divided by the local batch size.
     """
-    if image_emb.ndim == 3 and image_emb.shape[1] == 1:
-        image_emb = image_emb[:, 0]
-    if image_emb.ndim != 2 or prompt_emb.ndim != 3 or prompt_emb.shape[0] != image_emb.shape[0]:
-        raise ValueError(
-            f"image_emb must be [B, C] or [B, 1, C] and prompt_emb [B, K, C]; "
-            f"got {tuple(image_emb.shape)} and {tuple(prompt_emb.shape)}"
-        )
-    if prompt_emb.shape[2] != image_emb.shape[1]:
-        raise ValueError(f"image_emb has width {image_emb.shape[1]} but prompt_emb has width {prompt_emb.shape[2]}")
-    if prompt_ids is not None and tuple(prompt_ids.shape) != tuple(prompt_emb.shape[:2]):
-        raise ValueError(f"prompt_ids must be [B, K] = {tuple(prompt_emb.shape[:2])}; got {tuple(prompt_ids.shape)}")
+    image_emb = check_prompt_inputs(image_emb, prompt_emb, prompt_ids)
 
     batch, num_prompts, _ = prompt_emb.shape
     rank, _ = rank_and_world() if gather_distributed else (0, 1)

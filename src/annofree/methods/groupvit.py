@@ -42,7 +42,7 @@ TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "subset": SUBSET_TEMPLATES, "simple":
 NO_IDENTITY = -1  # prompt id of a caption standing in for a missing noun: never "the same text" as another
 MULTI_LABEL_FORMS = ("softmax", "sigmoid")
 # Start of the sigmoid form's bias: most (image, prompt) pairs are negatives, so the logits start well below 0
-# (SigLIP starts at -10 for batches of 32k; a batch of 64 images with 3 prompts each has ~5% positive pairs).
+# (SigLIP starts at -10 for batches of 32k; with 64 captions of 3 prompts, about one pair in 10 to 20 is positive).
 SIGMOID_BIAS_INIT = -5.0
 
 
@@ -139,6 +139,8 @@ class GroupViTMethod(Method):
         if use_prompts:
             out["loss_multi_label"] = self.multi_label_weight * self.multi_label_loss(image, text[:, 1:], batch)
         out["logit_scale"] = model.scale().detach()
+        if self.multi_label_form == "sigmoid":
+            out["multi_label_bias"] = self.multi_label_bias.detach()
         out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
         for stage, assignment in enumerate(encoded.soft_assignments, start=1):
             out[f"group_usage_{stage}"] = group_usage(assignment).detach()

@@ -1,0 +1,203 @@
+"""How fast does an image encoder learn the scene classes from captions? (docs/learning.md, "where the signal is lost")
+
+A research benchmark, not part of the toolkit. It trains in memory on pre-rendered synthetic scenes, one link of
+the chain at a time, and every ``--probe-every`` steps prints the mean class AUC of "a photo of a {class}." on
+held-out scenes (and, for GroupViT, the zero-shot mIoU and the eval-mode groups used per stage):
+
+    python benchmarks/caption_learning.py --encoder cnn-max --multi-label sigmoid --prompts 8     # CLIP with a CNN
+    python benchmarks/caption_learning.py --encoder groupvit --stem cnn --stem-loss 1 \\
+        --multi-label sigmoid --prompts 8 model.image.depths=[1,1,1]                           # GroupViT, CNN stem
+
+Samples go through the package's own ``make_sample`` (crop, flip, nouns, templates, tokenizer) and losses.
+``--stem cnn`` swaps GroupViT's patch embedding for a 9-layer CNN at run time (not a package option: it did
+not help GroupViT on its own). ``--captions names`` replaces each caption by the names of the classes present
+(a ceiling, not text supervision); ``--stop-nouns`` drops nouns that name no object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from probe_groupvit import auc
+from torch import nn
+
+import annofree.methods.groupvit as groupvit_method
+import annofree.models.image_encoder as image_encoder
+from annofree.data.synth import COLOURS, SHAPE_CLASSES, SceneConfig, render_scene, scene_rng
+from annofree.engine.config import apply_overrides, load_config
+from annofree.inference.zero_shot import ZeroShotSegmenter
+from annofree.losses import image_text_contrastive_loss, multi_label_contrastive_loss, multi_label_sigmoid_loss
+from annofree.methods.groupvit import GroupViTMethod, collate, make_sample
+
+STOP_NOUNS = {
+    *COLOURS, "photo", "image", "picture", "drawing", "art", "wallpaper", "stock", "close-up", "year", "day",
+    "morning", "front", "color", "colors", "colour", "style", "quality", "design", "blog", "artist", "phone", "shape",
+    "symbol", "tile", "sign", "small", "medium", "large", "big", "tiny", "round", "triangular",
+}  # fmt: skip
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class CNNStem(nn.Module):
+    """Nine 3x3 conv layers (widths 32/64/128, total stride 4), a 1x1 to the width, LayerNorm: 16x16 tokens at 64 px."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
+        super().__init__()
+        layers = conv_bn_relu(in_chans, 32)
+        layers += conv_bn_relu(32, 64, 2) + conv_bn_relu(64, 64) + conv_bn_relu(64, 128, 2) + conv_bn_relu(128, 128)
+        layers += conv_bn_relu(128, 128) + conv_bn_relu(128, 128) + [nn.Conv2d(128, dim, 1)]
+        self.proj = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    forward = image_encoder.PatchEmbed.forward
+
+
+class PooledCNN(nn.Module):
+    """The CNN with a global pool in place of GroupViT's stages: one "group" per image, so no segmentation."""
+
+    def __init__(self, dim: int, pool: str):
+        super().__init__()
+        self.stem, self.pool, self.norm = CNNStem(4, 3, dim, 1e-5), pool, nn.LayerNorm(dim)
+
+    def forward(self, pixels: torch.Tensor) -> image_encoder.ImageEncoderOutput:
+        tokens, grid = self.stem(pixels)
+        pooled = tokens.amax(1) if self.pool == "max" else tokens.mean(1)
+        return image_encoder.ImageEncoderOutput(self.norm(pooled)[:, None], [], grid)
+
+
+def render(seed: int, split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    scenes = [render_scene(scene_rng(seed, split, i), SceneConfig()) for i in range(count)]
+    images = np.stack([s.image for s in scenes])
+    labels = np.stack([s.label for s in scenes])
+    present = np.stack([[(s.label == c + 1).any() for c in range(len(SHAPE_CLASSES))] for s in scenes])
+    return images, labels, present, [s.caption for s in scenes]
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        config = load_config("configs/groupvit/synth_tiny.yaml")
+        config = apply_overrides(config, [f"data.num_prompts={args.prompts}", "loss.same_text_positive=true"])
+        if args.stem == "cnn":
+            image_encoder.STEMS["conv"] = CNNStem  # run-time swap: the package's conv stem is a lighter one
+            config = apply_overrides(config, ["+model.image.stem=conv"])
+        config = apply_overrides(config, [*args.overrides, f"+model.image.hard_assignment={not args.soft}"])
+        self.method = GroupViTMethod(config)
+        self.model = self.method.model
+        if args.encoder != "groupvit":
+            self.model.img_encoder = PooledCNN(self.model.img_encoder.width, args.encoder.split("-")[1])
+        self.bias = nn.Parameter(torch.tensor(-5.0))
+        params = [*self.method.parameters(), self.bias]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
+             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], args.lr)  # fmt: skip
+
+    def lr_at(self, step: int) -> float:
+        args = self.args
+        cosine = 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        return args.lr * min(1.0, (step + 1) / args.warmup) * (0.01 + 0.99 * cosine)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        model, stem_tokens = self.model, []
+        hook = model.img_encoder.stem if self.args.encoder != "groupvit" else model.img_encoder.patch_embed
+        handle = hook.register_forward_hook(lambda module, inputs, out: stem_tokens.append(out[0]))
+        tokens = model.img_encoder(model.normalize_pixels(batch["image"].float() / 255)).tokens
+        handle.remove()
+        image = model.img_projector(tokens.mean(dim=1))
+        texts = model.text_features(torch.cat([batch["text"][:, None], batch["prompts"]], 1))
+        loss = image_text_contrastive_loss(image, texts[:, 0], model.scale())
+        if self.args.multi_label == "softmax":
+            loss = loss + multi_label_contrastive_loss(
+                image, texts[:, 1:], model.scale(multi_label=True), batch["prompt_ids"], same_text_positive=True
+            )
+        else:
+            loss = loss + self.sigmoid(image, texts[:, 1:], batch)
+        if self.args.stem_loss:
+            stem_image = model.img_projector(stem_tokens[0].amax(dim=1))
+            loss = loss + self.args.stem_loss * self.sigmoid(stem_image, texts[:, 1:], batch)
+        return loss
+
+    def sigmoid(self, image: torch.Tensor, prompts: torch.Tensor, batch: dict) -> torch.Tensor:
+        scale = self.model.scale(multi_label=True)
+        return multi_label_sigmoid_loss(image, prompts, scale, self.bias, prompt_ids=batch["prompt_ids"])
+
+
+def probe(model, images, labels, present, groupvit: bool) -> dict:
+    model.eval()
+    with torch.no_grad():
+        segmenter = ZeroShotSegmenter(model, list(SHAPE_CLASSES), bg_thresh=0.9, topk=5, short_side=None)
+        pixels = model.normalize_pixels(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+        sims = (model.encode_image(pixels) @ segmenter.text_embeds.T).numpy()
+        result = {"auc": round(float(np.mean([auc(sims[:, j], present[:, j]) for j in range(sims.shape[1])])), 3)}
+        if groupvit:
+            classes = len(SHAPE_CLASSES) + 1
+            confusion = np.zeros((classes, classes), np.int64)
+            for one, truth in zip(segmenter.segment_batch(list(images)), labels, strict=True):
+                keep = truth != 255
+                pairs = truth[keep].astype(np.int64) * classes + one.label_map[keep]
+                confusion += np.bincount(pairs, minlength=classes**2).reshape(classes, classes)
+            iou = np.diag(confusion) / np.maximum(confusion.sum(0) + confusion.sum(1) - np.diag(confusion), 1)
+            soft = model.encode_groups(pixels[:64]).soft_assignments
+            used = [(F.one_hot(s.argmax(1), s.shape[1]).sum(1) > 0).sum(1).float().mean().item() for s in soft]
+            result.update(miou=round(float(iou.mean()), 3), groups_used=[round(u, 1) for u in used])
+    model.train()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", choices=["groupvit", "cnn-max", "cnn-mean"], default="groupvit")
+    parser.add_argument("--stem", choices=["patch", "cnn"], default="patch")
+    parser.add_argument("--soft", action="store_true", help="soft assignment instead of hard + Gumbel")
+    parser.add_argument("--multi-label", choices=["softmax", "sigmoid"], default="softmax")
+    parser.add_argument("--prompts", type=int, default=3, help="noun prompts per caption (K)")
+    parser.add_argument("--stem-loss", type=float, default=0.0, help="weight of the sigmoid loss on max-pooled stem")
+    parser.add_argument("--captions", choices=["real", "names"], default="real")
+    parser.add_argument("--stop-nouns", action="store_true")
+    parser.add_argument("--train", type=int, default=100_000, help="scenes rendered for training (data seed 1)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--probe-every", type=int, default=250)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="dotted config overrides of synth_tiny.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    if args.stop_nouns:
+        extract = groupvit_method.extract_nouns
+        groupvit_method.extract_nouns = lambda caption: [n for n in extract(caption) if n not in STOP_NOUNS]
+    images, _, present, captions = render(1, "train", args.train)
+    if args.captions == "names":
+        captions = [" and ".join(f"a {SHAPE_CLASSES[c]}" for c in np.flatnonzero(row)) for row in present]
+    val = render(1, "val", 300)
+    trainer = Trainer(args)
+    start = time.time()
+    for step in range(args.steps):
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = trainer.lr_at(step)
+        picks = [rng.randrange(len(images)) for _ in range(64)]
+        options = trainer.method.sample_options
+        batch = collate([make_sample(options, "", images[i], captions[i], rng) for i in picks])
+        loss = trainer.loss(batch)
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_([*trainer.method.parameters(), trainer.bias], 5.0)
+        trainer.optimizer.step()
+        if (step + 1) % args.probe_every == 0 or step + 1 == args.steps:
+            result = probe(trainer.model, val[0], val[1], val[2], args.encoder == "groupvit")
+            print({"step": step + 1, "loss": round(loss.item(), 3), **result, "s": round(time.time() - start)})
+
+
+if __name__ == "__main__":
+    main()

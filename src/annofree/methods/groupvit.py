@@ -13,7 +13,9 @@ Config sections used here (see configs/groupvit/*.yaml):
 ``loss.multi_label_form: sigmoid`` swaps the paper's softmax multi-label loss for the pairwise sigmoid form
 (:func:`~annofree.losses.multi_label_sigmoid.multi_label_sigmoid_loss`), with a learned bias that belongs
 to the training method (it is saved with the training state, not with the deployable model). Prompts of the
-same noun are always positives of each other's images there, whatever ``same_text_positive`` says.
+same noun are always positives of each other's images there, whatever ``same_text_positive`` says. That loss
+is a sum over every prompt of the batch (as SigLIP's), so it is two orders of magnitude larger than the image-text
+loss and dominates the update; ``loss.multi_label_weight`` rescales it.
 """
 
 from __future__ import annotations

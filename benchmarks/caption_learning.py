@@ -9,7 +9,7 @@ held-out scenes (and, for GroupViT, the zero-shot mIoU and the eval-mode groups 
         --multi-label sigmoid --prompts 8 model.image.depths=[1,1,1]                           # GroupViT, CNN stem
 
 Samples go through the package's own ``make_sample`` (crop, flip, nouns, templates, tokenizer) and losses.
-``--stem cnn`` swaps GroupViT's patch embedding for a 9-layer CNN at run time (not a package option: it did
+``--stem cnn`` swaps GroupViT's patch embedding for a 7-layer CNN at run time (not a package option: it did
 not help GroupViT on its own). ``--captions names`` replaces each caption by the names of the classes present
 (a ceiling, not text supervision); ``--stop-nouns`` drops nouns that name no object.
 """
@@ -47,7 +47,7 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
 
 
 class CNNStem(nn.Module):
-    """Nine 3x3 conv layers (widths 32/64/128, total stride 4), a 1x1 to the width, LayerNorm: 16x16 tokens at 64 px."""
+    """Seven 3x3 conv layers (widths 32-128, total stride 4), a 1x1 to the width, LayerNorm: 16x16 tokens at 64 px."""
 
     def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
         super().__init__()

@@ -23,14 +23,14 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from probe_groupvit import auc
+from probe_groupvit import auc, grouping_stats
 from torch import nn
 
 import annofree.methods.groupvit as groupvit_method
 import annofree.models.image_encoder as image_encoder
 from annofree.data.synth import COLOURS, SHAPE_CLASSES, SceneConfig, render_scene, scene_rng
 from annofree.engine.config import apply_overrides, load_config
+from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.losses import image_text_contrastive_loss, multi_label_contrastive_loss, multi_label_sigmoid_loss
 from annofree.methods.groupvit import GroupViTMethod, collate, make_sample
@@ -138,16 +138,11 @@ def probe(model, images, labels, present, groupvit: bool) -> dict:
         sims = (model.encode_image(pixels) @ segmenter.text_embeds.T).numpy()
         result = {"auc": round(float(np.mean([auc(sims[:, j], present[:, j]) for j in range(sims.shape[1])])), 3)}
         if groupvit:
-            classes = len(SHAPE_CLASSES) + 1
-            confusion = np.zeros((classes, classes), np.int64)
+            confusion = ConfusionMatrix(len(SHAPE_CLASSES) + 1)
             for one, truth in zip(segmenter.segment_batch(list(images)), labels, strict=True):
-                keep = truth != 255
-                pairs = truth[keep].astype(np.int64) * classes + one.label_map[keep]
-                confusion += np.bincount(pairs, minlength=classes**2).reshape(classes, classes)
-            iou = np.diag(confusion) / np.maximum(confusion.sum(0) + confusion.sum(1) - np.diag(confusion), 1)
-            soft = model.encode_groups(pixels[:64]).soft_assignments
-            used = [(F.one_hot(s.argmax(1), s.shape[1]).sum(1) > 0).sum(1).float().mean().item() for s in soft]
-            result.update(miou=round(float(iou.mean()), 3), groups_used=[round(u, 1) for u in used])
+                confusion.update(one.label_map, truth)
+            stages = grouping_stats(model.encode_groups(pixels[:64]).soft_assignments)
+            result.update(miou=round(confusion.miou(), 3), groups_used=[s["groups_used"] for s in stages])
     model.train()
     return result
 

@@ -112,6 +112,21 @@ def check_prompt_inputs(
     return image_emb
 
 
+def same_text_columns(ids: torch.Tensor, all_ids: torch.Tensor, own_image: torch.Tensor) -> torch.Tensor:
+    """``same[i, k, c]``: global prompt ``c`` carries the text of image ``i``'s own prompt ``k`` (always true for
+    the prompt itself; never through a negative id).
+
+    Args:
+        ids: [B, K] local prompt ids; all_ids: [N, K] gathered ids; own_image: [B] global index of each image.
+    """
+    num_prompts = ids.shape[1]
+    flat_all = all_ids.flatten()  # [N*K]
+    columns = torch.arange(flat_all.numel(), device=ids.device)
+    own_columns = own_image[:, None] * num_prompts + torch.arange(num_prompts, device=ids.device)  # [B, K]
+    same = (ids[:, :, None] == flat_all) & (ids[:, :, None] >= 0)
+    return same | (columns == own_columns[:, :, None])
+
+
 def _same_text_targets(
     ids: torch.Tensor, all_ids: torch.Tensor, own_image: torch.Tensor, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,13 +140,7 @@ def _same_text_targets(
         image_target [B, N*K] (rows sum to 1) and prompt_target [B*K, N] (rows sum to 1).
     """
     num_prompts = ids.shape[1]
-    flat_all = all_ids.flatten()  # [N*K]
-    columns = torch.arange(flat_all.numel(), device=ids.device)
-    own_columns = own_image[:, None] * num_prompts + torch.arange(num_prompts, device=ids.device)  # [B, K]
-
-    # same[i, k, c]: global prompt c carries the text of image i's own prompt k (always true for itself).
-    same = (ids[:, :, None] == flat_all) & (ids[:, :, None] >= 0)
-    same |= columns == own_columns[:, :, None]
+    same = same_text_columns(ids, all_ids, own_image)
     # Each own prompt keeps its 1/K, shared evenly among the prompts with its text.
     same = same.to(dtype)
     image_target = (same / same.sum(dim=-1, keepdim=True)).sum(dim=1) / num_prompts  # [B, N*K]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from annofree.losses.gather import all_gather_with_grad, rank_and_world
-from annofree.losses.multi_label import check_prompt_inputs
+from annofree.losses.multi_label import check_prompt_inputs, same_text_columns
 
 
 def multi_label_sigmoid_loss(
@@ -75,11 +75,11 @@ def multi_label_sigmoid_loss(
 def _targets(batch: int, num_prompts: int, rank: int, prompt_ids, gather, logits: torch.Tensor) -> torch.Tensor:
     """[B, N*K] targets: 1 on each image's own prompts and on prompts sharing the text of one of them."""
     device = logits.device
-    columns = torch.arange(logits.shape[1], device=device)
     own_image = torch.arange(batch, device=device) + batch * rank  # global index of each local image
-    target = (columns // num_prompts)[None, :] == own_image[:, None]
-    if prompt_ids is not None:
+    if prompt_ids is None:
+        columns = torch.arange(logits.shape[1], device=device)
+        target = (columns // num_prompts)[None, :] == own_image[:, None]
+    else:
         ids = prompt_ids.to(device=device, dtype=torch.long)
-        all_ids = gather(ids).flatten()  # [N*K]
-        target |= ((ids[:, :, None] == all_ids) & (ids[:, :, None] >= 0)).any(dim=1)
+        target = same_text_columns(ids, gather(ids), own_image).any(dim=1)
     return target.to(logits.dtype)

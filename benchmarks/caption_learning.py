@@ -9,9 +9,14 @@ held-out scenes (and, for GroupViT, the zero-shot mIoU and the eval-mode groups 
         --multi-label sigmoid --prompts 8 model.image.depths=[1,1,1]                           # GroupViT, CNN stem
 
 Samples go through the package's own ``make_sample`` (crop, flip, nouns, templates, tokenizer) and losses.
-``--stem cnn`` swaps GroupViT's patch embedding for a 7-layer CNN at run time (not a package option: it did
-not help GroupViT on its own). ``--captions names`` replaces each caption by the names of the classes present
-(a ceiling, not text supervision); ``--stop-nouns`` drops nouns that name no object.
+``--stem cnn`` is the package's ``model.image.stem: cnn`` (the patch projection plus a 7-layer CNN at patch 4);
+``--stem-loss`` is ``loss.patch_token_weight`` with the sigmoid form. ``--captions names`` replaces each caption
+by the names of the classes present (a ceiling, not text supervision); ``--stop-nouns`` drops nouns that name no
+object. The layout of ``synth_local.yaml`` (docs/learning.md, "the groups cannot be named"):
+
+    python benchmarks/caption_learning.py --stem cnn --soft --multi-label sigmoid --prompts 8 --stem-loss 1 \
+        model.image.depths=[0,0] model.image.num_heads=[4,4] model.image.num_group_tokens=[8,0] \
+        model.image.num_output_groups=[8] +model.image.group_residual=false
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 
 import numpy as np
 import torch
-from probe_groupvit import auc, grouping_stats
+from probe_groupvit import auc, grouping_or_naming, grouping_stats
 from torch import nn
 
 import annofree.methods.groupvit as groupvit_method
@@ -42,30 +47,12 @@ STOP_NOUNS = {
 }  # fmt: skip
 
 
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-class CNNStem(nn.Module):
-    """Seven 3x3 conv layers (widths 32-128, total stride 4), a 1x1 to the width, LayerNorm: 16x16 tokens at 64 px."""
-
-    def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
-        super().__init__()
-        layers = conv_bn_relu(in_chans, 32)
-        layers += conv_bn_relu(32, 64, 2) + conv_bn_relu(64, 64) + conv_bn_relu(64, 128, 2) + conv_bn_relu(128, 128)
-        layers += conv_bn_relu(128, 128) + conv_bn_relu(128, 128) + [nn.Conv2d(128, dim, 1)]
-        self.proj = nn.Sequential(*layers)
-        self.norm = nn.LayerNorm(dim, eps=eps)
-
-    forward = image_encoder.PatchEmbed.forward
-
-
 class PooledCNN(nn.Module):
     """The CNN with a global pool in place of GroupViT's stages: one "group" per image, so no segmentation."""
 
     def __init__(self, dim: int, pool: str):
         super().__init__()
-        self.stem, self.pool, self.norm = CNNStem(4, 3, dim, 1e-5), pool, nn.LayerNorm(dim)
+        self.stem, self.pool, self.norm = image_encoder.CNNStem(4, 3, dim, 1e-5), pool, nn.LayerNorm(dim)
 
     def forward(self, pixels: torch.Tensor) -> image_encoder.ImageEncoderOutput:
         tokens, grid = self.stem(pixels)
@@ -87,8 +74,7 @@ class Trainer:
         config = load_config("configs/groupvit/synth_tiny.yaml")
         config = apply_overrides(config, [f"data.num_prompts={args.prompts}", "loss.same_text_positive=true"])
         if args.stem == "cnn":
-            image_encoder.STEMS["conv"] = CNNStem  # run-time swap: the package's conv stem is a lighter one
-            config = apply_overrides(config, ["+model.image.stem=conv"])
+            config = apply_overrides(config, ["+model.image.stem=cnn"])
         config = apply_overrides(config, [*args.overrides, f"+model.image.hard_assignment={not args.soft}"])
         self.method = GroupViTMethod(config)
         self.model = self.method.model
@@ -143,6 +129,7 @@ def probe(model, images, labels, present, groupvit: bool) -> dict:
                 confusion.update(one.label_map, truth)
             stages = grouping_stats(model.encode_groups(pixels[:64]).soft_assignments)
             result.update(miou=round(confusion.miou(), 3), groups_used=[s["groups_used"] for s in stages])
+            result.update(grouping_or_naming(model, [pixels], list(labels), segmenter.text_embeds))
     model.train()
     return result
 

@@ -4,6 +4,10 @@ Prints, for the held-out images:
 * image-level AUC of "a photo of a {class}." per class (does the model recognise the classes at all?);
 * eval-mode grouping per stage: how many groups the argmax uses per image and the mean largest soft
   assignment (one or two groups per image = group collapse, and zero-shot segmentation cannot work);
+* grouping or naming: the mIoU if every final group took the true label covering most of it (an upper
+  bound set by the grouping alone), how often a group covering mostly one object class is named that class,
+  and the best class similarity of object groups against background groups (equal = background cannot be
+  told from objects by the background threshold);
 * zero-shot mIoU with the demo's settings (background threshold 0.9, top-5, whole image).
 
     python benchmarks/probe_groupvit.py RUN_OR_WEIGHTS VAL_FOLDER [--images 300] [--bg-thresh 0.9]
@@ -20,7 +24,9 @@ from scipy.stats import rankdata
 
 from annofree.data.folder import SegmentationFolder
 from annofree.evaluation.folder import evaluate_folder
-from annofree.inference.zero_shot import class_embeddings, to_pixel_batch
+from annofree.evaluation.groups import majority_labels, segment_names
+from annofree.evaluation.metrics import ConfusionMatrix
+from annofree.inference.zero_shot import class_embeddings, group_maps, to_pixel_batch
 from annofree.weights import load
 
 
@@ -49,15 +55,40 @@ def grouping_stats(assignments: list[torch.Tensor]) -> list[dict[str, float]]:
     return stats
 
 
+def grouping_or_naming(model, batches: list[torch.Tensor], labels: list[np.ndarray], text: torch.Tensor) -> dict:
+    """Oracle-named mIoU of the final groups, naming accuracy of object groups, object vs background similarity."""
+    confusion, names = ConfusionMatrix(text.shape[0] + 1), []
+    labels = iter(labels)
+    for pixels in batches:
+        out = model.encode_groups(pixels)
+        maps = group_maps(out.grouping, out.grid, tuple(pixels.shape[-2:])).numpy()
+        scores = (out.group_embeds @ text.T).numpy()
+        for segments, group_scores in zip(maps, scores, strict=True):
+            label = next(labels)
+            confusion.update(majority_labels(segments, label), label)
+            names += segment_names(segments, label, group_scores)
+    objects = [(truth == named, score) for truth, named, score in names if truth]
+    background = [score for truth, _, score in names if not truth]
+    return {
+        "oracle_named_miou": round(confusion.miou(), 3),
+        "object_groups_named_right": round(float(np.mean([hit for hit, _ in objects])), 3) if objects else None,
+        "best_class_similarity": {
+            "object_groups": round(float(np.mean([score for _, score in objects])), 3) if objects else None,
+            "background_groups": round(float(np.mean(background)), 3) if background else None,
+        },
+    }
+
+
 def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
     model = load(weights).eval()
     folder = SegmentationFolder(root)
     classes = folder.classes[1:]
-    pixels, present = [], []
+    pixels, present, labels = [], [], []
     for index, (_, image, label) in enumerate(folder):
         if index >= images:
             break
         pixels.append(image)
+        labels.append(label)
         present.append([(label == c + 1).any() for c in range(len(classes))])
     present = np.array(present)
     text = class_embeddings(model, classes, "a photo of a {}.")
@@ -65,6 +96,7 @@ def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
         batches = [model.normalize_pixels(to_pixel_batch(pixels[i : i + 64])) for i in range(0, len(pixels), 64)]
         sims = torch.cat([model.encode_image(b) for b in batches]) @ text.T
         stages = grouping_stats(model.encode_groups(batches[0]).soft_assignments)
+        diagnosis = grouping_or_naming(model, batches, labels, text)
     aucs = {name: round(auc(sims[:, j].numpy(), present[:, j]), 3) for j, name in enumerate(classes)}
     scores = evaluate_folder(
         model, root, short_side=None, mode="whole", bg_thresh=bg_thresh, topk=5, limit=images, progress=False
@@ -73,6 +105,7 @@ def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
         "class_auc_mean": round(float(np.nanmean(list(aucs.values()))), 3),
         "class_auc": aucs,
         "grouping": stages,
+        **diagnosis,
         "miou": round(scores["miou"], 3),
         "per_class_iou": scores["per_class_iou"],
     }

@@ -149,3 +149,12 @@ def test_engine_sections_are_validated() -> None:
     for config, message in cases:
         with pytest.raises(UserError, match=message):
             resolve_engine_config(config)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_recipe_builds_its_method(path):
+    from annofree.methods.base import get_method
+
+    config = load_config(path)
+    method = get_method(config["method"])(config)
+    assert sum(p.numel() for p in method.parameters()) > 0

@@ -73,6 +73,8 @@ def test_state_dict_to_hf_splits_qkv_in_order() -> None:
     [
         ({"stem": "conv"}, "stem"),
         ({"hard_assignment": False}, "soft assignment"),
+        ({"stem": "cnn"}, "stem"),
+        ({"group_residual": False}, "group query"),
         ({"num_heads": [6, 3, 6]}, "per-stage heads"),
     ],
 )

@@ -233,6 +233,10 @@ def test_official_export_refuses_what_the_official_code_would_run_differently(tm
     with pytest.raises(UserError, match="soft-assignment"):
         save_official_checkpoint(model, tmp_path / "x.pth")
     assert not (tmp_path / "x.pth").exists()
+    model = GroupViT(GroupViTConfig.from_dict({"image": {"group_residual": False}, "text": {"layers": 1}}))
+    with pytest.raises(UserError, match="group query"):
+        save_official_checkpoint(model, tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()
 
 
 def test_convert_command_chains_official_annofree_hf_official(tmp_path) -> None:

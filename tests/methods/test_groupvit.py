@@ -103,6 +103,22 @@ def test_the_sigmoid_form_scores_every_image_prompt_pair_with_a_bias_kept_out_of
     assert not any("multi_label_bias" in name for name in method.deployable().state_dict())  # ... not shipped
 
 
+def test_the_patch_token_loss_is_the_multi_label_loss_on_max_pooled_stem_tokens(monkeypatch):
+    method = tiny_method(loss={"patch_token_weight": 0.5})
+    batch = batch_of(method, ["a red circle", "two squares and a star", "a star on grass", "a ring"])
+    seen = []
+    monkeypatch.setattr(method, "multi_label_loss", lambda image, prompts, batch: seen.append(image) or image.sum())
+    out = method(batch)
+    pixels = method.model.normalize_pixels(batch["image"].float() / 255)
+    patches, _ = method.model.img_encoder.patch_embed(pixels)
+    expected = method.model.img_projector(patches.amax(dim=1))
+    assert len(seen) == 2 and torch.allclose(seen[1], expected, atol=1e-6)  # pooled segments first, then tokens
+    assert torch.allclose(out["loss_patch_tokens"], 0.5 * expected.sum())
+    out["loss_patch_tokens"].backward()
+    assert method.model.img_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert method.model.img_encoder.pos_embed.grad is None  # the tokens before the position embedding
+
+
 def test_an_unknown_multi_label_form_is_a_user_error():
     from annofree.errors import UserError
 

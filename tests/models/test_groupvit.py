@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
-from annofree.models.grouping import AssignAttention, gumbel_softmax, hard_one_hot
+from annofree.models.grouping import AssignAttention, GroupingBlock, gumbel_softmax, hard_one_hot
 from annofree.models.layers import DropPath
 
 SIDE, PATCH, WIDTH, EMBED = 32, 8, 32, 16
@@ -168,6 +168,40 @@ def test_conv_stem_gives_the_patch_grid_and_trains() -> None:
 def test_conv_stem_needs_a_power_of_two_patch(patch: int) -> None:
     with pytest.raises(ValueError, match="power-of-two"):
         GroupViT(tiny_config(stem="conv", patch_size=patch, img_size=patch * 4))
+
+
+def test_cnn_stem_adds_a_vgg_style_cnn_to_the_patch_projection() -> None:
+    model = tiny_model(stem="cnn").train()
+    out = model.encode_groups(pixels(2, 48, 40))
+    assert out.grid == (48 // PATCH, 40 // PATCH)
+    out.group_embeds.sum().backward()
+    convs = [m for m in model.img_encoder.patch_embed.proj if isinstance(m, nn.Conv2d)]
+    assert [m.stride[0] for m in convs] == [1, 2, 1, 2, 1, 2, 1, 1, 1, 1]  # full size, 3 halvings, 2 more, 1x1
+    assert [m.out_channels for m in convs] == [16, 32, 32, 64, 64, 128, 128, 128, 128, WIDTH]  # at least 16 first
+    assert all(m.weight.grad.abs().sum() > 0 for m in convs)
+    patch = model.img_encoder.patch_embed.patch  # the paper's linear patch projection, added to the CNN's output
+    assert patch.stride == (PATCH, PATCH) and patch.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="power-of-two"):
+        GroupViT(tiny_config(stem="cnn", patch_size=6, img_size=24))
+
+
+def test_without_the_group_residual_a_segment_holds_only_its_own_tokens() -> None:
+    """Paper form: segment = group query + pooled tokens. Off: a token assigned elsewhere cannot reach it."""
+    changed = {}
+    for residual in (True, False):
+        block = GroupingBlock(WIDTH, 2, 4, 3, hard=True, gumbel=False, residual=residual).eval()
+        tokens, groups = torch.randn(1, 12, WIDTH), torch.randn(1, 4, WIDTH)
+        with torch.no_grad():
+            before, soft = block(tokens, groups)
+            owner = soft.argmax(dim=1)[0]  # each token's group
+            other = int((owner != owner[0]).nonzero()[0])  # a token that another group owns
+            moved = tokens.clone()
+            moved[0, other] += 1e-3 * torch.randn(WIDTH)
+            after, soft_after = block(moved, groups)
+        assert torch.equal(soft_after.argmax(dim=1), soft.argmax(dim=1))
+        changed[residual] = (after[0, owner[0]] - before[0, owner[0]]).abs().max().item()
+    assert changed[True] > 1e-6  # the query saw the moved token through the pre-assign attention
+    assert changed[False] < 1e-6
 
 
 def test_unknown_stem_is_refused() -> None:

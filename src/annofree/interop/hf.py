@@ -359,6 +359,8 @@ def _check_hf_expressible(config: GroupViTConfig) -> None:
         problems.append(f"its {image.stem!r} stem (transformers has the linear patch embedding only)")
     if not image.hard_assignment:
         problems.append("soft assignment (transformers always assigns hard)")
+    if not image.group_residual:
+        problems.append("segments without the group query added (transformers always adds it)")
     if len(set(image.num_heads)) != 1:
         problems.append(f"per-stage heads {image.num_heads} (transformers has one head count)")
     if image.mlp_ratio != _PRE_ASSIGN_MLP_RATIO:

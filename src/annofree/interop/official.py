@@ -168,7 +168,8 @@ def save_official_checkpoint(model, path: str | Path) -> Path:
     """Write ``{"model": state_dict}`` with the official names and shapes, atomically.
 
     The official ``load_checkpoint`` reads ``checkpoint["model"]`` and needs nothing else for evaluation.
-    A model the official code would run differently (annofree's conv stem, soft assignment) is refused.
+    A model the official code would run differently (annofree's conv stems, soft assignment, segments without
+    the group query) is refused.
     """
     from annofree.weights import atomic_write
 
@@ -184,6 +185,8 @@ def _check_official(image: ImageEncoderConfig) -> None:
         raise UserError(f"the official GroupViT has no {image.stem!r} stem; only 'patch' models convert")
     if not image.hard_assignment:
         raise UserError("the official GroupViT always assigns hard; a soft-assignment model would run differently")
+    if not image.group_residual:
+        raise UserError("the official GroupViT always adds the group query to its segment; this model does not")
 
 
 __all__ = [

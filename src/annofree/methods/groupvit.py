@@ -112,13 +112,14 @@ class GroupViTMethod(Method):
         self.multi_label_weight = float(loss.get("multi_label_weight", 1.0))
         self.same_text_positive = bool(loss.get("same_text_positive", False))
         self.multi_label_form = str(loss.get("multi_label_form", "softmax"))
+        self.patch_token_weight = float(loss.get("patch_token_weight", 0.0))
         if self.multi_label_form not in MULTI_LABEL_FORMS:
             forms, got = list(MULTI_LABEL_FORMS), self.multi_label_form
             raise UserError(f"loss.multi_label_form must be one of {forms}, got {got!r}")
         if self.multi_label_form == "sigmoid":
             self.multi_label_bias = torch.nn.Parameter(torch.tensor(SIGMOID_BIAS_INIT))
-        if self.multi_label_weight and self.sample_options.num_prompts < 1:
-            raise UserError("loss.multi_label_weight > 0 needs data.num_prompts >= 1")
+        if (self.multi_label_weight or self.patch_token_weight) and self.sample_options.num_prompts < 1:
+            raise UserError("loss.multi_label_weight or loss.patch_token_weight > 0 needs data.num_prompts >= 1")
 
     def train_batches(self, spec: LoaderSpec):
         sample_fn = functools.partial(make_sample, self.sample_options)
@@ -134,12 +135,18 @@ class GroupViTMethod(Method):
         pixels = model.normalize_pixels(batch["image"].float() / 255)
         encoded = model.img_encoder(pixels)
         image = model.img_projector(encoded.tokens.mean(dim=1))
-        use_prompts = self.multi_label_weight > 0
+        use_prompts = self.multi_label_weight > 0 or self.patch_token_weight > 0
         texts = torch.cat([batch["text"][:, None], batch["prompts"]], 1) if use_prompts else batch["text"][:, None]
         text = model.text_features(texts)  # captions and prompts share one BatchNorm pass
         out = {"loss_itc": image_text_contrastive_loss(image.float(), text[:, 0].float(), model.scale())}
-        if use_prompts:
+        if self.multi_label_weight:
             out["loss_multi_label"] = self.multi_label_weight * self.multi_label_loss(image, text[:, 1:], batch)
+        if self.patch_token_weight:
+            # Not in the paper: the same loss on the image's most prompt-like patch tokens (max over tokens),
+            # through the same head. The tokens are what segments are made of; this makes them nameable from
+            # the first steps instead of only through the pooled segments (docs/learning.md).
+            patches = model.img_projector(encoded.patch_tokens.amax(dim=1))
+            out["loss_patch_tokens"] = self.patch_token_weight * self.multi_label_loss(patches, text[:, 1:], batch)
         out["logit_scale"] = model.scale().detach()
         if self.multi_label_form == "sigmoid":
             out["multi_label_bias"] = self.multi_label_bias.detach()

@@ -14,7 +14,7 @@ class ImageEncoderConfig:
     img_size: int = 224
     patch_size: int = 16
     in_chans: int = 3
-    stem: str = "patch"  # "patch": the paper's linear patch projection; "conv": a small conv stem (ConvStem)
+    stem: str = "patch"  # "patch": the paper's linear patch projection; "conv" / "cnn": conv stems (image_encoder.py)
     embed_dim: int = 384
     depths: tuple[int, ...] = (6, 3, 3)
     num_heads: tuple[int, ...] = (6, 6, 6)
@@ -29,6 +29,10 @@ class ImageEncoderConfig:
     gumbel: bool = True  # Gumbel noise on the assignment in training (the reference's `gumbel`); off: plain argmax
     gumbel_tau: float = 1.0
     assign_eps: float = 1.0
+    # The paper adds each group token to the mean of the image tokens assigned to it. Off, a segment token is
+    # made of its own image tokens only, so it cannot carry what the group token saw elsewhere in the image
+    # (docs/learning.md, "the groups cannot be named").
+    group_residual: bool = True
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
@@ -44,8 +48,8 @@ class ImageEncoderConfig:
             raise ValueError("num_output_groups needs one entry per grouping stage (stages - 1)")
         # transformers' configs carry one extra, unused entry for the last stage.
         self.num_output_groups = self.num_output_groups[: stages - 1]
-        if self.stem not in ("patch", "conv"):
-            raise ValueError(f"stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem not in ("patch", "conv", "cnn"):
+            raise ValueError(f"stem must be 'patch', 'conv' or 'cnn', got {self.stem!r}")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
 

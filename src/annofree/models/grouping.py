@@ -67,8 +67,10 @@ class GroupingBlock(nn.Module):
         tau: float = 1.0,
         assign_eps: float = 1.0,
         eps: float = 1e-5,
+        residual: bool = True,
     ):
         super().__init__()
+        self.residual = residual
         tokens_dim, channels_dim = int(mlp_ratio[0] * dim), int(mlp_ratio[1] * dim)
         self.norm_tokens = nn.LayerNorm(dim, eps=eps)
         self.mlp_inter = Mlp(num_group_tokens, tokens_dim, num_output_groups)
@@ -86,7 +88,8 @@ class GroupingBlock(nn.Module):
         queries = self.mlp_inter(group_tokens.transpose(1, 2)).transpose(1, 2)
         queries = self.pre_assign_attn(self.norm_post_tokens(queries), x)
         new_x, soft = self.assign(queries, x)
-        new_x = new_x + queries
+        if self.residual:
+            new_x = new_x + queries
         return new_x + self.mlp_channels(self.norm_new_x(new_x)), soft
 
 

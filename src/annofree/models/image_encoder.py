@@ -52,7 +52,45 @@ class ConvStem(nn.Module):
     forward = PatchEmbed.forward
 
 
-STEMS = {"patch": PatchEmbed, "conv": ConvStem}
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class CNNStem(nn.Module):
+    """The paper's linear patch projection plus a small VGG-style CNN: local colour and local shape per token.
+
+    Not in the GroupViT paper. The CNN: 3x3 conv + BatchNorm + ReLU layers, one at full size (dim /
+    patch_size channels, at least 16), then per factor 2 of the patch size a stride-2 layer doubling the
+    channels and one more layer, then two more at the last size, then a 1x1 projection to dim (at patch 4 and
+    dim 128: widths 32, 64, 64, 128, 128, 128, 128). Its output is added to the linear projection of the patch,
+    whose colours keep an object's inside apart from the background: without it the grouping of a trained
+    model merges the inside of objects with the background (docs/learning.md, "the groups cannot be named").
+    With no transformer blocks before the grouping (``depths: [0, 0]``), a token sees its neighbourhood only.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
+        super().__init__()
+        steps = patch_size.bit_length() - 1
+        if patch_size < 2 or 2**steps != patch_size:
+            raise ValueError(f"stem 'cnn' needs a power-of-two patch_size >= 2, got {patch_size}")
+        channels = max(dim // patch_size, 16)
+        layers = conv_bn_relu(in_chans, channels)
+        for _ in range(steps):
+            layers += conv_bn_relu(channels, 2 * channels, 2) + conv_bn_relu(2 * channels, 2 * channels)
+            channels *= 2
+        layers += conv_bn_relu(channels, channels) + conv_bn_relu(channels, channels)
+        layers.append(nn.Conv2d(channels, dim, kernel_size=1))
+        self.proj = nn.Sequential(*layers)
+        self.patch = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.proj(x) + self.patch(x)
+        grid = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), grid
+
+
+STEMS = {"patch": PatchEmbed, "conv": ConvStem, "cnn": CNNStem}
 
 
 class GroupingStage(nn.Module):
@@ -84,6 +122,7 @@ class GroupingStage(nn.Module):
                 tau=cfg.gumbel_tau,
                 assign_eps=cfg.assign_eps,
                 eps=eps,
+                residual=cfg.group_residual,
             )
 
     def forward(self, x: torch.Tensor, prev_groups: torch.Tensor | None):
@@ -109,6 +148,7 @@ class ImageEncoderOutput:
     tokens: torch.Tensor  # [B, S_last, C] final segment tokens after the last LayerNorm
     soft_assignments: list[torch.Tensor]  # per grouping stage, [B, S_i, N_i]
     grid: tuple[int, int]  # patch grid of the input (h, w)
+    patch_tokens: torch.Tensor | None = None  # [B, N_0, C] the stem's tokens, before the position embedding
 
 
 class GroupViTImageEncoder(nn.Module):
@@ -146,11 +186,11 @@ class GroupViTImageEncoder(nn.Module):
         return pos.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
 
     def forward(self, pixels: torch.Tensor) -> ImageEncoderOutput:
-        x, grid = self.patch_embed(pixels)
-        x = x + self.position_embedding(grid)
+        patch_tokens, grid = self.patch_embed(pixels)
+        x = patch_tokens + self.position_embedding(grid)
         groups, soft_maps = None, []
         for layer in self.layers:
             x, groups, soft = layer(x, groups)
             if soft is not None:
                 soft_maps.append(soft)
-        return ImageEncoderOutput(self.norm(x), soft_maps, grid)
+        return ImageEncoderOutput(self.norm(x), soft_maps, grid, patch_tokens)

@@ -11,8 +11,9 @@ held-out scenes (and, for GroupViT, the zero-shot mIoU and the eval-mode groups 
 Samples go through the package's own ``make_sample`` (crop, flip, nouns, templates, tokenizer) and losses.
 ``--stem cnn`` is the package's ``model.image.stem: cnn`` (the patch projection plus a 7-layer CNN at patch 4);
 ``--stem-loss`` is ``loss.patch_token_weight`` with the sigmoid form. ``--captions names`` replaces each caption
-by the names of the classes present (a ceiling, not text supervision); ``--stop-nouns`` drops nouns that name no
-object. The layout of ``synth_local.yaml`` (docs/learning.md, "the groups cannot be named"):
+by the names of the classes present (a ceiling, not text supervision); ``--stop-nouns`` drops the nouns of
+``synth_local.yaml``'s ``data.stop_nouns``. The layout of ``synth_local.yaml`` (docs/learning.md, "the groups
+cannot be named"):
 
     python benchmarks/caption_learning.py --stem cnn --soft --multi-label sigmoid --prompts 8 --stem-loss 1 \
         model.image.depths=[0,0] model.image.num_heads=[4,4] model.image.num_group_tokens=[8,0] \
@@ -31,20 +32,13 @@ import torch
 from probe_groupvit import auc, grouping_or_naming, grouping_stats
 from torch import nn
 
-import annofree.methods.groupvit as groupvit_method
 import annofree.models.image_encoder as image_encoder
-from annofree.data.synth import COLOURS, SHAPE_CLASSES, SceneConfig, render_scene, scene_rng
+from annofree.data.synth import SHAPE_CLASSES, SceneConfig, render_scene, scene_rng
 from annofree.engine.config import apply_overrides, load_config
 from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.losses import image_text_contrastive_loss, multi_label_contrastive_loss, multi_label_sigmoid_loss
 from annofree.methods.groupvit import GroupViTMethod, collate, make_sample
-
-STOP_NOUNS = {
-    *COLOURS, "photo", "image", "picture", "drawing", "art", "wallpaper", "stock", "close-up", "year", "day",
-    "morning", "front", "color", "colors", "colour", "style", "quality", "design", "blog", "artist", "phone", "shape",
-    "symbol", "tile", "sign", "small", "medium", "large", "big", "tiny", "round", "triangular",
-}  # fmt: skip
 
 
 class PooledCNN(nn.Module):
@@ -73,6 +67,9 @@ class Trainer:
         self.args = args
         config = load_config("configs/groupvit/synth_tiny.yaml")
         config = apply_overrides(config, [f"data.num_prompts={args.prompts}", "loss.same_text_positive=true"])
+        if args.stop_nouns:  # the list of synth_local.yaml
+            words = load_config("configs/groupvit/synth_local.yaml")["data"]["stop_nouns"]
+            config = apply_overrides(config, [f"+data.stop_nouns=[{','.join(words)}]"])
         if args.stem == "cnn":
             config = apply_overrides(config, ["+model.image.stem=cnn"])
         config = apply_overrides(config, [*args.overrides, f"+model.image.hard_assignment={not args.soft}"])
@@ -156,9 +153,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
-    if args.stop_nouns:
-        extract = groupvit_method.extract_nouns
-        groupvit_method.extract_nouns = lambda caption: [n for n in extract(caption) if n not in STOP_NOUNS]
     images, _, present, captions = render(1, "train", args.train)
     if args.captions == "names":
         captions = [" and ".join(f"a {SHAPE_CLASSES[c]}" for c in np.flatnonzero(row)) for row in present]

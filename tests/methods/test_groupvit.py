@@ -46,6 +46,21 @@ def test_sample_has_the_caption_and_k_prompts_and_fills_missing_nouns_with_the_c
     assert torch.equal(sample["prompts"][2], sample["text"])  # the caption stands in for the missing noun
 
 
+def test_stop_nouns_never_become_prompts_and_a_bad_list_is_a_user_error():
+    from annofree.errors import UserError
+
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    opts = options(num_prompts=3, stop_nouns=frozenset({"photo", "red"}))
+    sample = make_sample(opts, "k", image, "a photo of a red star and a heart", random.Random(0))
+    plain = make_sample(options(num_prompts=2), "k", image, "a star and a heart", random.Random(0))
+    ids = sample["prompt_ids"].tolist()
+    assert set(ids[:2]) == set(plain["prompt_ids"].tolist())  # the prompts name the star and the heart only
+    assert ids[2] == NO_IDENTITY  # and the caption stands in for the third
+    assert tiny_method(stop_nouns=["Photo ", "year"]).sample_options.stop_nouns == {"photo", "year"}
+    with pytest.raises(UserError, match=r"data\.stop_nouns"):
+        tiny_method(stop_nouns="photo")
+
+
 def test_samples_are_reproducible_from_their_rng():
     image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     a = make_sample(options(), "k", image, "a circle, a square and a ring", random.Random(4))

@@ -59,12 +59,13 @@ class SampleOptions:
     num_prompts: int
     templates: str
     context_length: int
+    stop_nouns: frozenset[str] = frozenset()  # nouns that name nothing to see ("photo", "year"): never prompts
 
 
 def make_sample(options: SampleOptions, key: str, image: np.ndarray, caption: str, rng: random.Random) -> dict:
     """One training sample: augmented image (uint8 CHW), caption tokens, K prompt tokens and prompt ids."""
     pixels = random_resized_crop(image, options.image_size, rng, options.crop_scale, options.crop_ratio, options.flip)
-    nouns = extract_nouns(caption)
+    nouns = [noun for noun in extract_nouns(caption) if noun not in options.stop_nouns]
     chosen = rng.sample(nouns, min(options.num_prompts, len(nouns)))
     templates = TEMPLATE_SETS[options.templates]
     prompts = [rng.choice(templates).format(noun) for noun in chosen]
@@ -81,6 +82,15 @@ def make_sample(options: SampleOptions, key: str, image: np.ndarray, caption: st
         "prompts": tokenizer.tokenize(prompts, options.context_length),
         "prompt_ids": torch.tensor(ids, dtype=torch.long),
     }
+
+
+def stop_nouns(words: Any) -> frozenset[str]:
+    """``data.stop_nouns``: a list of words (lowercase singular nouns, as extracted) never used as prompts."""
+    if words is None:
+        return frozenset()
+    if not isinstance(words, list | tuple) or not all(isinstance(w, str) and w.strip() for w in words):
+        raise UserError(f"data.stop_nouns must be a list of words, got {words!r:.80}")
+    return frozenset(w.strip().lower() for w in words)
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -106,6 +116,7 @@ class GroupViTMethod(Method):
             num_prompts=int(data.get("num_prompts", 3)),
             templates=templates,
             context_length=self.model.config.text.context_length,
+            stop_nouns=stop_nouns(data.get("stop_nouns")),
         )
         self.shuffle_buffer = int(data.get("shuffle_buffer", 1000))
         self._carried_skips = 0

@@ -20,9 +20,24 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x)
-        grid = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), grid
+        return normed_tokens(self.proj(x), self.norm)
+
+
+def normed_tokens(features: torch.Tensor, norm: nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A feature map ``[B, C, h, w]`` -> LayerNorm-ed tokens ``[B, h*w, C]`` and the grid ``(h, w)``."""
+    return norm(features.flatten(2).transpose(1, 2)), (features.shape[2], features.shape[3])
+
+
+def halvings(patch_size: int, stem: str) -> int:
+    """How many stride-2 layers make ``patch_size``; conv stems need a power of two >= 2."""
+    steps = patch_size.bit_length() - 1
+    if patch_size < 2 or 2**steps != patch_size:
+        raise ValueError(f"stem {stem!r} needs a power-of-two patch_size >= 2, got {patch_size}")
+    return steps
+
+
+def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
 class ConvStem(nn.Module):
@@ -37,23 +52,17 @@ class ConvStem(nn.Module):
 
     def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
         super().__init__()
-        steps = patch_size.bit_length() - 1
-        if patch_size < 2 or 2**steps != patch_size:
-            raise ValueError(f"stem 'conv' needs a power-of-two patch_size >= 2, got {patch_size}")
+        steps = halvings(patch_size, "conv")
         layers, channels = [], in_chans
         for i in range(steps):
             out = max(dim // 2 ** (steps - i), 16)
-            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU()]
+            layers += conv_bn_relu(channels, out, 2)
             channels = out
         layers.append(nn.Conv2d(channels, dim, kernel_size=1))
         self.proj = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     forward = PatchEmbed.forward
-
-
-def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
 
 class CNNStem(nn.Module):
@@ -70,9 +79,7 @@ class CNNStem(nn.Module):
 
     def __init__(self, patch_size: int, in_chans: int, dim: int, eps: float):
         super().__init__()
-        steps = patch_size.bit_length() - 1
-        if patch_size < 2 or 2**steps != patch_size:
-            raise ValueError(f"stem 'cnn' needs a power-of-two patch_size >= 2, got {patch_size}")
+        steps = halvings(patch_size, "cnn")
         channels = max(dim // patch_size, 16)
         layers = conv_bn_relu(in_chans, channels)
         for _ in range(steps):
@@ -85,9 +92,7 @@ class CNNStem(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x) + self.patch(x)
-        grid = (x.shape[2], x.shape[3])
-        return self.norm(x.flatten(2).transpose(1, 2)), grid
+        return normed_tokens(self.proj(x) + self.patch(x), self.norm)
 
 
 STEMS = {"patch": PatchEmbed, "conv": ConvStem, "cnn": CNNStem}

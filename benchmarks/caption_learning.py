@@ -10,10 +10,10 @@ held-out scenes (and, for GroupViT, the zero-shot mIoU and the eval-mode groups 
 
 Samples go through the package's own ``make_sample`` (crop, flip, nouns, templates, tokenizer) and losses.
 ``--stem cnn`` is the package's ``model.image.stem: cnn`` (the patch projection plus a 7-layer CNN at patch 4);
-``--stem-loss`` is ``loss.patch_token_weight`` with the sigmoid form. ``--captions names`` replaces each caption
-by the names of the classes present (a ceiling, not text supervision); ``--stop-nouns`` drops the nouns of
-``synth_local.yaml``'s ``data.stop_nouns``. The layout of ``synth_local.yaml`` (docs/learning.md, "the groups
-cannot be named"):
+``--stem-loss`` is ``loss.patch_token_weight`` (in the ``--multi-label`` form); the losses are the training
+method's own. ``--captions names`` replaces each caption by the names of the classes present (a ceiling, not
+text supervision); ``--stop-nouns`` drops the nouns of ``synth_local.yaml``'s ``data.stop_nouns``. The layout
+of ``synth_local.yaml`` (docs/learning.md, "the groups cannot be named"):
 
     python benchmarks/caption_learning.py --stem cnn --soft --multi-label sigmoid --prompts 8 --stem-loss 1 \
         model.image.depths=[0,0] model.image.num_heads=[4,4] model.image.num_group_tokens=[8,0] \
@@ -37,7 +37,6 @@ from annofree.data.synth import SHAPE_CLASSES, SceneConfig, render_scene, scene_
 from annofree.engine.config import apply_overrides, load_config
 from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.inference.zero_shot import ZeroShotSegmenter
-from annofree.losses import image_text_contrastive_loss, multi_label_contrastive_loss, multi_label_sigmoid_loss
 from annofree.methods.groupvit import GroupViTMethod, collate, make_sample
 
 
@@ -51,7 +50,7 @@ class PooledCNN(nn.Module):
     def forward(self, pixels: torch.Tensor) -> image_encoder.ImageEncoderOutput:
         tokens, grid = self.stem(pixels)
         pooled = tokens.amax(1) if self.pool == "max" else tokens.mean(1)
-        return image_encoder.ImageEncoderOutput(self.norm(pooled)[:, None], [], grid)
+        return image_encoder.ImageEncoderOutput(self.norm(pooled)[:, None], [], grid, patch_tokens=tokens)
 
 
 def render(seed: int, split: str, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -67,6 +66,8 @@ class Trainer:
         self.args = args
         config = load_config("configs/groupvit/synth_tiny.yaml")
         config = apply_overrides(config, [f"data.num_prompts={args.prompts}", "loss.same_text_positive=true"])
+        form, weight = args.multi_label, args.stem_loss
+        config = apply_overrides(config, [f"loss.multi_label_form={form}", f"+loss.patch_token_weight={weight}"])
         if args.stop_nouns:  # the list of synth_local.yaml
             words = load_config("configs/groupvit/synth_local.yaml")["data"]["stop_nouns"]
             config = apply_overrides(config, [f"+data.stop_nouns=[{','.join(words)}]"])
@@ -77,8 +78,7 @@ class Trainer:
         self.model = self.method.model
         if args.encoder != "groupvit":
             self.model.img_encoder = PooledCNN(self.model.img_encoder.width, args.encoder.split("-")[1])
-        self.bias = nn.Parameter(torch.tensor(-5.0))
-        params = [*self.method.parameters(), self.bias]
+        params = list(self.method.parameters())
         self.optimizer = torch.optim.AdamW(
             [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.05},
              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], args.lr)  # fmt: skip
@@ -89,28 +89,9 @@ class Trainer:
         return args.lr * min(1.0, (step + 1) / args.warmup) * (0.01 + 0.99 * cosine)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        model, stem_tokens = self.model, []
-        hook = model.img_encoder.stem if self.args.encoder != "groupvit" else model.img_encoder.patch_embed
-        handle = hook.register_forward_hook(lambda module, inputs, out: stem_tokens.append(out[0]))
-        tokens = model.img_encoder(model.normalize_pixels(batch["image"].float() / 255)).tokens
-        handle.remove()
-        image = model.img_projector(tokens.mean(dim=1))
-        texts = model.text_features(torch.cat([batch["text"][:, None], batch["prompts"]], 1))
-        loss = image_text_contrastive_loss(image, texts[:, 0], model.scale())
-        if self.args.multi_label == "softmax":
-            loss = loss + multi_label_contrastive_loss(
-                image, texts[:, 1:], model.scale(multi_label=True), batch["prompt_ids"], same_text_positive=True
-            )
-        else:
-            loss = loss + self.sigmoid(image, texts[:, 1:], batch)
-        if self.args.stem_loss:
-            stem_image = model.img_projector(stem_tokens[0].amax(dim=1))
-            loss = loss + self.args.stem_loss * self.sigmoid(stem_image, texts[:, 1:], batch)
-        return loss
-
-    def sigmoid(self, image: torch.Tensor, prompts: torch.Tensor, batch: dict) -> torch.Tensor:
-        scale = self.model.scale(multi_label=True)
-        return multi_label_sigmoid_loss(image, prompts, scale, self.bias, prompt_ids=batch["prompt_ids"])
+        """The training method's own losses (image-text, multi-label, patch tokens), summed as the engine does."""
+        out = self.method({**batch, "skipped": torch.tensor(0)})
+        return sum(value for name, value in out.items() if name.startswith("loss"))
 
 
 def probe(model, images, labels, present, groupvit: bool) -> dict:
@@ -138,7 +119,12 @@ def main() -> None:
     parser.add_argument("--soft", action="store_true", help="soft assignment instead of hard + Gumbel")
     parser.add_argument("--multi-label", choices=["softmax", "sigmoid"], default="softmax")
     parser.add_argument("--prompts", type=int, default=3, help="noun prompts per caption (K)")
-    parser.add_argument("--stem-loss", type=float, default=0.0, help="weight of the sigmoid loss on max-pooled stem")
+    parser.add_argument(
+        "--stem-loss",
+        type=float,
+        default=0.0,
+        help="loss.patch_token_weight: the multi-label loss on max-pooled stem tokens",
+    )
     parser.add_argument("--captions", choices=["real", "names"], default="real")
     parser.add_argument("--stop-nouns", action="store_true")
     parser.add_argument("--train", type=int, default=100_000, help="scenes rendered for training (data seed 1)")
@@ -168,7 +154,7 @@ def main() -> None:
         loss = trainer.loss(batch)
         trainer.optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_([*trainer.method.parameters(), trainer.bias], 5.0)
+        nn.utils.clip_grad_norm_(trainer.method.parameters(), 5.0)
         trainer.optimizer.step()
         if (step + 1) % args.probe_every == 0 or step + 1 == args.steps:
             result = probe(trainer.model, val[0], val[1], val[2], args.encoder == "groupvit")

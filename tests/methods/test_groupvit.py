@@ -134,6 +134,14 @@ def test_the_patch_token_loss_is_the_multi_label_loss_on_max_pooled_stem_tokens(
     assert method.model.img_encoder.pos_embed.grad is None  # the tokens before the position embedding
 
 
+def test_a_model_without_grouping_stages_trains_without_assignment_statistics():
+    image = {**TINY_MODEL["image"], "depths": [1], "num_heads": [2], "num_group_tokens": [0], "num_output_groups": []}
+    config = {"method": "groupvit", "model": {**TINY_MODEL, "image": image}, "data": {"image_size": 32}}
+    method = get_method("groupvit")(config)
+    out = method(batch_of(method, ["a red circle", "a star"]))
+    assert "assign_entropy" not in out and torch.isfinite(out["loss_itc"] + out["loss_multi_label"])
+
+
 def test_an_unknown_multi_label_form_is_a_user_error():
     from annofree.errors import UserError
 

@@ -7,8 +7,9 @@ contrastive loss plus the multi-label contrastive loss between each image and it
 Config sections used here (see configs/groupvit/*.yaml):
 
     model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...)
-    data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | subset | simple), shuffle_buffer
-    loss:   multi_label_weight, same_text_positive, multi_label_form (softmax | sigmoid)
+    data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | subset | simple), shuffle_buffer,
+            stop_nouns (nouns never used as prompts)
+    loss:   multi_label_weight, same_text_positive, multi_label_form (softmax | sigmoid), patch_token_weight
 
 ``loss.multi_label_form: sigmoid`` swaps the paper's softmax multi-label loss for the pairwise sigmoid form
 (:func:`~annofree.losses.multi_label_sigmoid.multi_label_sigmoid_loss`), with a learned bias that belongs
@@ -161,7 +162,8 @@ class GroupViTMethod(Method):
         out["logit_scale"] = model.scale().detach()
         if self.multi_label_form == "sigmoid":
             out["multi_label_bias"] = self.multi_label_bias.detach()
-        out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
+        if encoded.soft_assignments:  # a model without grouping stages has none
+            out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
         for stage, assignment in enumerate(encoded.soft_assignments, start=1):
             out[f"group_usage_{stage}"] = group_usage(assignment).detach()
         out["skipped"] = batch["skipped"]

@@ -8,9 +8,11 @@ Prints, for the held-out images:
   bound set by the grouping alone), how often a group covering mostly one object class is named that class,
   and the best class similarity of object groups against background groups (equal = background cannot be
   told from objects by the background threshold);
-* zero-shot mIoU with the demo's settings (background threshold 0.9, top-5, whole image).
+* zero-shot mIoU with the demo's settings (background threshold 0.9, top-5, whole image), and with
+  ``--bg-sweep`` at several thresholds (choose one on scenes of a seed other than the held-out ones, as
+  docs/learning.md does for the demo).
 
-    python benchmarks/probe_groupvit.py RUN_OR_WEIGHTS VAL_FOLDER [--images 300] [--bg-thresh 0.9]
+    python benchmarks/probe_groupvit.py RUN_OR_WEIGHTS VAL_FOLDER [--images 300] [--bg-thresh 0.9] [--bg-sweep]
 """
 
 from __future__ import annotations
@@ -79,7 +81,10 @@ def grouping_or_naming(model, batches: list[torch.Tensor], labels: list[np.ndarr
     }
 
 
-def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
+SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def probe(weights: str, root: str, images: int, bg_thresh: float, sweep: bool = False) -> dict:
     model = load(weights).eval()
     folder = SegmentationFolder(root)
     classes = folder.classes[1:]
@@ -98,9 +103,14 @@ def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
         stages = grouping_stats(model.encode_groups(batches[0]).soft_assignments)
         diagnosis = grouping_or_naming(model, batches, labels, text)
     aucs = {name: round(auc(sims[:, j].numpy(), present[:, j]), 3) for j, name in enumerate(classes)}
-    scores = evaluate_folder(
-        model, root, short_side=None, mode="whole", bg_thresh=bg_thresh, topk=5, limit=images, progress=False
-    )
+
+    def score(thresh: float) -> dict:
+        return evaluate_folder(
+            model, root, short_side=None, mode="whole", bg_thresh=thresh, topk=5, limit=images, progress=False
+        )
+
+    scores = score(bg_thresh)
+    by_thresh = {str(t): round(score(t)["miou"], 3) for t in SWEEP} if sweep else {}
     return {
         "class_auc_mean": round(float(np.nanmean(list(aucs.values()))), 3),
         "class_auc": aucs,
@@ -108,6 +118,7 @@ def probe(weights: str, root: str, images: int, bg_thresh: float) -> dict:
         **diagnosis,
         "miou": round(scores["miou"], 3),
         "per_class_iou": scores["per_class_iou"],
+        **({"miou_by_bg_thresh": by_thresh} if sweep else {}),
     }
 
 
@@ -117,8 +128,9 @@ def main() -> None:
     parser.add_argument("folder")
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--bg-thresh", type=float, default=0.9)
+    parser.add_argument("--bg-sweep", action="store_true", help=f"zero-shot mIoU at each of {SWEEP} too")
     args = parser.parse_args()
-    print(json.dumps(probe(args.weights, args.folder, args.images, args.bg_thresh), indent=1))
+    print(json.dumps(probe(args.weights, args.folder, args.images, args.bg_thresh, args.bg_sweep), indent=1))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from annofree.demo.recipes import load_demo_config, untrained_model
 from annofree.errors import UserError
 
 TINY = [
+    "train.init_weights=null",  # the recipe's checkpoint is for its own model size, not this tiny one
     "demo.train_images=48",
     "demo.val_images=3",
     "demo.image_size=32",

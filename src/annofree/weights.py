@@ -92,10 +92,21 @@ def save_weights(
     extra: dict[str, str] | None = None,
 ) -> Path:
     """Write ``model``'s state dict with the method name and model config in the metadata."""
+    return save_state(path, model.state_dict(), method, config, extra)
+
+
+def save_state(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    method: str,
+    config: dict[str, Any],
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """Write a state dict as ``save_weights`` does (``path``: a ``.safetensors`` file or a directory)."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / WEIGHTS_NAME
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     metadata = {"annofree.method": method, "annofree.config": json.dumps(config), **(extra or {})}
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
     return path

@@ -1,0 +1,63 @@
+"""Packing a run into the demo's starting checkpoint: half precision, unused token rows zeroed, same segmenter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import annofree
+from annofree import cli
+from annofree.demo import default_config_path
+from annofree.demo.checkpoint import TOKEN_EMBEDDING, pack_run, trained_token_rows
+from annofree.demo.recipes import load_demo_config, untrained_model
+from annofree.engine.config import load_config
+from annofree.weights import load, load_into, read_weights
+from tests.test_demo import GROUPVIT, TINY
+
+
+def test_pack_keeps_the_trained_rows_and_what_the_model_computes(tmp_path):
+    out = tmp_path / "demo_out"
+    assert cli.main(["demo", *GROUPVIT, "--out", str(out), "--no-progress", *TINY]) == 0
+    run = out / "groupvit"
+
+    trained = trained_token_rows(run)
+    assert 0 < int(trained.sum()) < 1000 < trained.numel()  # a few caption words out of CLIP's 49,408
+    assert trained[49406] and trained[49407]  # start and end of text are in every caption
+
+    kept = pack_run(run, tmp_path / "packed")
+    assert kept == {"token_rows_kept": int(trained.sum()), "token_rows": trained.numel()}
+    original, _, config = read_weights(run)
+    packed, method, packed_config = read_weights(tmp_path / "packed")
+    assert (method, packed_config) == ("groupvit", config) and set(packed) == set(original)
+    assert all(t.dtype == torch.float16 for t in packed.values() if t.is_floating_point())
+    rows = packed[TOKEN_EMBEDDING].float()
+    assert torch.equal(rows[~trained], torch.zeros_like(rows[~trained]))
+    torch.testing.assert_close(rows[trained], original[TOKEN_EMBEDDING][trained], atol=1e-3, rtol=1e-3)
+    for name in ("config.yaml", "log.jsonl"):
+        assert (tmp_path / "packed" / name).read_bytes() == (run / name).read_bytes()
+
+    # The packed folder is a run directory: it loads (in float32) and computes what the run's weights do.
+    before, after = load(run), load(tmp_path / "packed")
+    assert next(after.parameters()).dtype == torch.float32
+    pixels = torch.rand(2, 3, 32, 32)
+    words = annofree.tokenize(["a photo of a circle."], context_length=32)
+    with torch.no_grad():
+        torch.testing.assert_close(after.encode_image(pixels), before.encode_image(pixels), atol=5e-3, rtol=0)
+        torch.testing.assert_close(after.encode_text(words), before.encode_text(words), atol=5e-3, rtol=0)
+
+
+def test_the_demo_starts_from_the_checkpoint_its_pretraining_recipe_made():
+    """The committed checkpoint fits the demo's model and was trained by demo_pretrain.yaml as it stands now:
+    change either recipe and this fails until `make reproduce-demo` has made a new checkpoint."""
+    config = load_demo_config()
+    start = Path(config["train"]["init_weights"])
+    model = untrained_model(config)
+    load_into(model, start, "groupvit")  # strict: every weight, every shape
+    made_by = load_config(start / "config.yaml", defaults=None)
+    recipe = load_demo_config(default_config_path("groupvit").parent / "demo_pretrain.yaml")
+    for section in ("seed", "method", "model", "data", "loss", "optim", "demo"):
+        assert made_by[section] == recipe[section], section
+    assert {k: made_by["train"][k] for k in ("steps", "batch_size")} == {"steps": 3000, "batch_size": 64}
+    assert json.loads((start / "results.json").read_text())["train_steps"] == 3000

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import annofree
 from annofree import cli
 from annofree.demo import default_config_path
-from annofree.demo.checkpoint import TOKEN_EMBEDDING, pack_run, trained_token_rows
+from annofree.demo.checkpoint import TOKEN_EMBEDDING, main, pack_run, trained_token_rows
 from annofree.demo.recipes import load_demo_config, untrained_model
 from annofree.engine.config import load_config
+from annofree.errors import UserError
 from annofree.weights import load, load_into, read_weights
 from tests.test_demo import GROUPVIT, TINY
 
@@ -61,3 +63,14 @@ def test_the_demo_starts_from_the_checkpoint_its_pretraining_recipe_made():
         assert made_by[section] == recipe[section], section
     assert {k: made_by["train"][k] for k in ("steps", "batch_size")} == {"steps": 3000, "batch_size": 64}
     assert json.loads((start / "results.json").read_text())["train_steps"] == 3000
+
+
+def test_pack_refuses_what_it_cannot_pack_with_one_line(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    assert cli.main(["demo", *GROUPVIT, "--out", str(out), "--no-progress", *TINY]) == 0
+    (out / "groupvit" / "train_state.pt").unlink()
+    with pytest.raises(UserError, match="no training state"):
+        pack_run(out / "groupvit", tmp_path / "packed")
+    with pytest.raises(SystemExit, match=r"^error: .*groupvit: no training state"):
+        main([str(out / "groupvit"), str(tmp_path / "packed")])
+    assert not (tmp_path / "packed").exists()  # nothing half-written

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
-from annofree.engine.checkpoint import CONFIG_NAME, load_state
+from annofree.engine.checkpoint import CONFIG_NAME, has_state, load_state
 from annofree.engine.config import load_config
 from annofree.engine.optim import build_optimizer
+from annofree.errors import UserError
 from annofree.methods.base import get_method
 from annofree.weights import WEIGHTS_NAME, read_weights, save_state
 
@@ -40,6 +42,8 @@ def trained_token_rows(run_dir: str | Path) -> torch.Tensor:
     Read from the optimiser state (AdamW's second moment is exactly zero on a row whose gradient always was);
     the optimiser is rebuilt from the run's config, so that its parameters line up with the saved state.
     """
+    if not has_state(run_dir):
+        raise UserError(f"{run_dir}: no training state, so the token rows that were trained are unknown")
     config = load_config(Path(run_dir) / CONFIG_NAME, defaults=None)
     method = get_method(config["method"])(config)
     optimizer = build_optimizer(
@@ -48,7 +52,7 @@ def trained_token_rows(run_dir: str | Path) -> torch.Tensor:
     optimizer.load_state_dict(load_state(run_dir)["optimizer"])
     param = dict(method.named_parameters())[f"model.{TOKEN_EMBEDDING}"]
     if "exp_avg_sq" not in optimizer.state[param]:
-        raise ValueError(f"{run_dir}: the optimiser kept no second moment of the token embedding (not AdamW?)")
+        raise UserError(f"{run_dir}: the optimiser kept no second moment of the token embedding (not AdamW?)")
     return optimizer.state[param]["exp_avg_sq"].abs().sum(dim=1) > 0
 
 
@@ -57,7 +61,7 @@ def pack_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     state, method, model_config = read_weights(run_dir)
     if method != "groupvit":
-        raise ValueError(f"{run_dir}: packs GroupViT runs, not {method}")
+        raise UserError(f"{run_dir}: a {method} run; only GroupViT runs are packed")
     keep = trained_token_rows(run_dir)
     state[TOKEN_EMBEDDING] = state[TOKEN_EMBEDDING] * keep[:, None].to(state[TOKEN_EMBEDDING].dtype)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir")
     parser.add_argument("out_dir")
     args = parser.parse_args(argv)
-    kept = pack_run(args.run_dir, args.out_dir)
+    try:
+        kept = pack_run(args.run_dir, args.out_dir)
+    except UserError as exc:
+        sys.exit(f"error: {exc}")
     print(f"packed {args.run_dir} into {args.out_dir}: {kept['token_rows_kept']} of {kept['token_rows']} token rows")
 
 

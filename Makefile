@@ -47,7 +47,7 @@ test-browser: setup chromium
 	ANNOFREE_REQUIRE_BROWSER=1 ANNOFREE_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -m browser
 
 # Retrains the demo's starting checkpoint from scratch and packs it as the repository stores it
-# (src/annofree/demo/weights/groupvit; about 50 minutes on 2 CPU cores; a benchmark, not a test).
+# (src/annofree/demo/weights/groupvit; about 47 minutes on 2 CPU cores; a benchmark, not a test).
 reproduce-demo: $(VENV)/.installed-base
 	$(BIN)/annofree demo --config configs/groupvit/demo_pretrain.yaml --out reproduce_out
 	$(BIN)/python -m annofree.demo.checkpoint reproduce_out/groupvit reproduce_out/checkpoint

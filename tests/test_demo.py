@@ -199,3 +199,18 @@ def test_densesiam_demo_refuses_a_bad_eval_size(side):
         demo_densesiam.eval_short_side({"eval": {"short_side": side}})
     assert demo_densesiam.eval_short_side({"eval": {"short_side": 96}}) == 96
     assert demo_densesiam.eval_short_side({}) is None
+
+
+def test_a_relative_checkpoint_is_found_next_to_the_recipe_that_names_it(tmp_path):
+    packaged = annofree.demo.default_config_path("groupvit")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"_base_: {packaged}\ntrain: {{steps: 5}}\n")
+    config = load_demo_config(mine)
+    assert config["train"]["steps"] == 5
+    assert config["train"]["init_weights"] == str((packaged.parent / "../../demo/weights/groupvit").resolve())
+
+    (tmp_path / "start").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "own.yaml").write_text(f"_base_: {packaged}\ntrain: {{init_weights: ../start}}\n")
+    (tmp_path / "top.yaml").write_text("_base_: sub/own.yaml\n")
+    assert load_demo_config(tmp_path / "top.yaml")["train"]["init_weights"] == str(tmp_path / "start")

@@ -10,6 +10,7 @@ import yaml
 from annofree.engine.config import (
     ENGINE_DEFAULTS,
     apply_overrides,
+    defining_file,
     load_config,
     merge,
     parse_value,
@@ -158,3 +159,14 @@ def test_every_shipped_recipe_builds_its_method(path):
     config = load_config(path)
     method = get_method(config["method"])(config)
     assert sum(p.numel() for p in method.parameters()) > 0
+
+
+def test_defining_file_follows_the_precedence_of_load_config(tmp_path):
+    (tmp_path / "a.yaml").write_text("train: {init_weights: a}\n")
+    (tmp_path / "b.yaml").write_text("train: {init_weights: b, steps: 3}\n")
+    (tmp_path / "c.yaml").write_text("_base_: [a.yaml, b.yaml]\ntrain: {steps: 4}\n")
+    config = load_config(tmp_path / "c.yaml", defaults=None)
+    assert config["train"] == {"init_weights": "b", "steps": 4}
+    assert defining_file(tmp_path / "c.yaml", "train.init_weights") == (tmp_path / "b.yaml").resolve()
+    assert defining_file(tmp_path / "c.yaml", "train.steps") == (tmp_path / "c.yaml").resolve()
+    assert defining_file(tmp_path / "c.yaml", "optim.lr") is None

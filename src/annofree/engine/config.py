@@ -164,6 +164,9 @@ def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     return merge(merged, data)
 
 
+_MISSING = object()
+
+
 def defining_file(path: str | Path, dotted: str) -> Path | None:
     """The file of ``path`` and its ``_base_`` files whose value of ``dotted`` wins in ``load_config(path)``
     (None when none sets it): for values that are paths relative to the file that writes them.
@@ -181,9 +184,6 @@ def defining_file(path: str | Path, dotted: str) -> Path | None:
         if found is not None:
             return found
     return None
-
-
-_MISSING = object()
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -109,8 +109,9 @@ def probe(weights: str, root: str, images: int, bg_thresh: float, sweep: bool = 
             model, root, short_side=None, mode="whole", bg_thresh=thresh, topk=5, limit=images, progress=False
         )
 
-    scores = score(bg_thresh)
-    by_thresh = {str(t): round(score(t)["miou"], 3) for t in SWEEP} if sweep else {}
+    results = {t: score(t) for t in sorted({bg_thresh, *SWEEP} if sweep else {bg_thresh})}  # one pass each
+    scores = results[bg_thresh]
+    by_thresh = {str(t): round(results[t]["miou"], 3) for t in SWEEP} if sweep else {}
     return {
         "class_auc_mean": round(float(np.nanmean(list(aucs.values()))), 3),
         "class_auc": aucs,

@@ -139,6 +139,15 @@ def test_bad_requests_get_messages(app, photo):
     assert "unknown mode" in app.segment(photo, "circle", "tiles", 0.5).message
 
 
+def test_with_the_similarity_rule_the_threshold_is_a_cosine(groupvit, photo):
+    app = SegmentApp(groupvit, limits=LIMITS, short_side=32, bg_rule="similarity", bg_thresh=0.2)
+    result = app.segment(photo, "circle", "whole", -0.5)
+    assert result.ok and "background threshold -0.50" in result.message
+    assert "[-1, 1] with the similarity rule" in app.segment(photo, "circle", "whole", -1.5).message
+    with pytest.raises(UserError, match="unknown background rule 'cosine'"):
+        SegmentApp(groupvit, limits=LIMITS, bg_rule="cosine")
+
+
 def test_an_internal_error_is_reported_and_the_app_goes_on(groupvit, photo, monkeypatch, capsys):
     app = SegmentApp(groupvit, limits=LIMITS, short_side=32)
 

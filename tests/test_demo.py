@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 import annofree
 from annofree import cli
 from annofree.demo import densesiam as demo_densesiam
+from annofree.demo import groupvit as demo_groupvit
 from annofree.demo import route_overrides
 from annofree.demo.recipes import load_demo_config, untrained_model
 from annofree.errors import UserError
@@ -73,12 +75,16 @@ def test_demo_trains_scores_and_leaves_weights_that_segment(tmp_path, capsys):
     model = annofree.load(run_dir)  # the run directory is the weights
     assert model.config.image.img_size == 32
 
+    # The command the demo suggests last scores an image as the demo scored its scenes, and it runs.
+    evaluation = results["evaluation"]
+    assert evaluation["bg_rule"] == "similarity" and evaluation["short_side"] == 72  # demo.yaml's eval section
+    suggested = next(line for line in printed.splitlines() if "annofree segment YOUR_IMAGE.jpg" in line)
+    assert f"--short-side 72 --bg-rule similarity --bg-thresh {evaluation['bg_thresh']:g}" in suggested
     image = tmp_path / "mine.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
     seg = tmp_path / "seg"
-    code = cli.main(["segment", str(image), "--weights", str(run_dir), "--classes", "circle,star", "--short-side",
-                     "32", "--out", str(seg)])  # fmt: skip
-    assert code == 0
+    args = [str(image) if a == "YOUR_IMAGE.jpg" else str(seg) if a == "seg_out" else a for a in shlex.split(suggested)]
+    assert args[0] == "annofree" and cli.main(args[1:]) == 0
     assert np.asarray(Image.open(seg / "mine.png")).shape == (40, 50)
 
 
@@ -214,3 +220,13 @@ def test_a_relative_checkpoint_is_found_next_to_the_recipe_that_names_it(tmp_pat
     (tmp_path / "sub" / "own.yaml").write_text(f"_base_: {packaged}\ntrain: {{init_weights: ../start}}\n")
     (tmp_path / "top.yaml").write_text("_base_: sub/own.yaml\n")
     assert load_demo_config(tmp_path / "top.yaml")["train"]["init_weights"] == str(tmp_path / "start")
+
+
+def test_groupvit_demo_eval_settings_default_to_whole_scenes_and_refuse_unknown_keys():
+    demo = {"image_size": 64, "eval": {"bg_thresh": 0.2, "bg_rule": "similarity"}}
+    assert demo_groupvit.eval_settings(demo) == {
+        "short_side": 64, "mode": "whole", "bg_thresh": 0.2, "bg_rule": "similarity"
+    }  # fmt: skip
+    assert demo_groupvit.eval_settings({**demo, "eval": {"short_side": 72}})["short_side"] == 72
+    with pytest.raises(UserError, match=r"unknown demo\.eval\.bg_threshold"):
+        demo_groupvit.eval_settings({**demo, "eval": {"bg_threshold": 0.2}})

@@ -182,7 +182,7 @@ class SegmentApp:
         model: a GroupViT (zero-shot, class names needed) or a DenseSiam (clusters).
         limits: what one request may ask (:class:`Limits`).
         short_side: the shorter side the model sees (``None``: 448 for GroupViT, 320 for DenseSiam; 0: keep).
-        bg_thresh, mode, window, stride, topk, template: the zero-shot segmenter's defaults (GroupViT).
+        bg_thresh, bg_rule, mode, window, stride, topk, template: the zero-shot segmenter's defaults (GroupViT).
         display_side: the pictures sent back are at most this many pixels on their longer side (shares are
             counted at the image's own size); small images are enlarged by an integer factor towards 320.
     """
@@ -194,6 +194,7 @@ class SegmentApp:
         limits: Limits | None = None,
         short_side: int | None = None,
         bg_thresh: float = 0.95,
+        bg_rule: str = "affinity",
         mode: str = "whole",
         window: int = 448,
         stride: int = 224,
@@ -210,6 +211,11 @@ class SegmentApp:
         default = DENSESIAM_SHORT_SIDE if self.kind == "densesiam" else GROUPVIT_SHORT_SIDE
         self.short_side = (default if short_side is None else int(short_side)) or None
         self.bg_thresh, self.mode, self.window, self.stride = float(bg_thresh), mode, window, stride
+        self.bg_rule = bg_rule
+        if self.kind == "groupvit":
+            from annofree.inference.zero_shot import check_background
+
+            check_background(bg_rule, self.bg_thresh)  # before serving, not at the first request
         self.topk, self.template = topk, template
         self.display_side = int(display_side)
         self.title = title
@@ -254,6 +260,7 @@ class SegmentApp:
                 self.model,
                 list(names),
                 bg_thresh=bg_thresh,
+                bg_rule=self.bg_rule,
                 topk=self.topk,
                 template=self.template,
                 mode=mode,
@@ -267,13 +274,13 @@ class SegmentApp:
         return self._segmenters[key]
 
     def _zero_shot(self, path: str | Path, classes: str | None, mode: str, bg_thresh: float | None) -> AppResult:
+        from annofree.inference.zero_shot import check_background
         from annofree.viz import grouping_stages, groups_panel, label_colors, overlay
 
         if mode not in ("whole", "slide"):
             raise UserError(f"unknown mode {mode!r} (whole or slide)")
         bg = self.bg_thresh if bg_thresh is None else float(bg_thresh)
-        if not 0.0 <= bg <= 1.0:
-            raise UserError(f"the background threshold must lie in [0, 1], got {bg}")
+        check_background(self.bg_rule, bg)
         names = parse_class_text(classes, self.limits)
         image = read_upload(path, self.limits)
         result = self._segmenter(tuple(names), mode, bg).segment(image)
@@ -425,7 +432,8 @@ def build_blocks(app: SegmentApp, examples: Sequence[tuple[str | Path, str]] = (
                     elem_id="mode",
                     visible=groupvit,
                 )
-                bg = gr.Slider(0.0, 1.0, value=app.bg_thresh, step=0.01, label="background threshold",
+                low = -1.0 if app.bg_rule == "similarity" else 0.0  # a cosine, or an affinity
+                bg = gr.Slider(low, 1.0, value=app.bg_thresh, step=0.01, label=f"background threshold ({app.bg_rule})",
                                elem_id="bg", visible=groupvit)  # fmt: skip
                 button = gr.Button("Segment", variant="primary", elem_id="run")
                 gr.Markdown(

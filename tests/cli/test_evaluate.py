@@ -43,6 +43,21 @@ def test_evaluate_prints_a_table_and_writes_json(tmp_path, folder, weights, monk
         assert name in captured.out
 
 
+def test_evaluate_with_the_similarity_rule_at_cosine_1_predicts_only_background(
+    tmp_path, folder, weights, monkeypatch, capsys
+):
+    out = tmp_path / "result.json"
+    code = annofree(
+        monkeypatch, "evaluate", "--weights", weights, "--data", folder, "--out", out,
+        "--short-side", 0, "--bg-rule", "similarity", "--bg-thresh", 1.0, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["settings"]["bg_rule"] == "similarity" and result["settings"]["bg_thresh"] == 1.0
+    assert result["per_class_accuracy"]["background"] == 1.0
+    assert result["per_class_accuracy"]["cat"] == result["per_class_accuracy"]["dog"] == 0.0
+
+
 def test_evaluate_bad_folder_is_a_one_line_error(tmp_path, weights, monkeypatch, capsys):
     code = annofree(monkeypatch, "evaluate", "--weights", weights, "--data", tmp_path / "nowhere")
     err = capsys.readouterr().err

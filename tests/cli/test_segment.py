@@ -71,6 +71,20 @@ def test_slide_mode_and_short_side_keep_the_input_size(tmp_path, weights, monkey
     assert Image.open(tmp_path / "out" / "odd.png").size == (53, 37)
 
 
+def test_the_similarity_rule_takes_a_cosine_threshold(tmp_path, weights, monkeypatch, capsys):
+    Image.fromarray(_rgb(16, 16)).save(tmp_path / "x.png")
+    common = ["segment", tmp_path / "x.png", "--weights", weights, "--classes", "cat,dog", "--short-side", 0]
+    # Every cosine is at least -1: at that threshold nothing is background.
+    assert annofree(monkeypatch, *common, "--out", tmp_path / "out", "--bg-rule", "similarity", "--bg-thresh", -1) == 0
+    assert np.asarray(Image.open(tmp_path / "out" / "x.png")).min() >= 1
+    capsys.readouterr()
+    # The same threshold is no affinity: a one-line error, and nothing written.
+    assert annofree(monkeypatch, *common, "--out", tmp_path / "out2", "--bg-thresh", -1) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[0, 1] with the affinity rule" in err
+    assert not (tmp_path / "out2" / "x.png").exists()
+
+
 def test_a_corrupt_file_is_reported_and_the_others_are_processed(tmp_path, weights, monkeypatch, capsys):
     Image.fromarray(_rgb(20, 20)).save(tmp_path / "good1.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")

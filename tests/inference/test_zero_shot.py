@@ -13,7 +13,9 @@ from annofree.inference.zero_shot import (
     check_class_names,
     class_embeddings,
     group_class_affinity,
+    group_class_similarity,
     pixel_logits,
+    similarity_logits,
     to_pixel_batch,
     upsample_argmax,
 )
@@ -74,6 +76,49 @@ def test_background_channel_uses_the_smaller_of_threshold_and_best_affinity():
     assert high[0].argmax(0).tolist() == [[1, 0], [0, 1]]
     without = pixel_logits(group_index, affinity, bg_thresh=None)
     torch.testing.assert_close(without, low[:, 1:])
+
+
+def test_group_class_similarity_is_the_cosine_with_the_image_top_k_only():
+    torch.manual_seed(2)
+    groups = F.normalize(torch.randn(2, 3, 5), dim=-1)
+    image = F.normalize(torch.randn(2, 5), dim=-1)
+    text = F.normalize(torch.randn(4, 5), dim=-1)
+    got = group_class_similarity(groups, image, text, topk=2)
+    for b in range(2):
+        kept = set((image[b] @ text.T).topk(2).indices.tolist())
+        for c in range(4):
+            expected = groups[b, :, c : c + 1].new_full((3,), -1.0) if c not in kept else groups[b] @ text[c]
+            torch.testing.assert_close(got[b, :, c], expected)
+    torch.testing.assert_close(group_class_similarity(groups, image, text, topk=None), groups @ text.T)
+
+
+def test_similarity_background_is_a_constant_channel_at_the_threshold():
+    similarity = torch.tensor([[[0.5, 0.1], [0.15, 0.3], [0.05, -1.0]]])  # [B=1, G=3, C=2]
+    group_index = torch.tensor([[[0, 1], [2, 0]]])
+    logits = similarity_logits(group_index, similarity, bg_thresh=0.2)
+    assert logits.shape == (1, 3, 2, 2)
+    torch.testing.assert_close(logits[0, 0], torch.full((2, 2), 0.2))
+    torch.testing.assert_close(logits[0, 1:, 0, 1], similarity[0, 1])
+    # Group 0 (best 0.5) and group 1 (best 0.3) clear 0.2; group 2 (best 0.05) is background.
+    assert logits[0].argmax(0).tolist() == [[1, 2], [0, 1]]
+    assert similarity_logits(group_index, similarity, bg_thresh=0.4)[0].argmax(0).tolist() == [[1, 0], [0, 1]]
+    torch.testing.assert_close(similarity_logits(group_index, similarity, None), logits[:, 1:])
+
+
+def test_the_similarity_rule_leaves_a_group_like_no_class_in_the_background():
+    # The lone-object scene: group 0 is a cat, group 1 matches nothing (cosine 0 with every class). The image
+    # filter keeps only "cat", so the empty group's affinity to cat is 1 (the filtered softmax) times 1/3 (the
+    # plain one): a softmax over class names says which name fits best, not whether any fits.
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0])
+    image = np.zeros((8, 16, 3), dtype=np.uint8)
+    affinity = _segmenter(model, topk=1, bg_thresh=0.3).segment(image).label_map
+    similarity = _segmenter(model, topk=1, bg_rule="similarity", bg_thresh=0.2).segment(image)
+    assert (affinity == 1).all()  # 1/3 clears 0.3: the empty half is called a cat
+    expected = np.zeros((8, 16), dtype=np.int64)
+    expected[:, :8] = 1  # cosine 1 against 0 at threshold 0.2: the empty half is background
+    np.testing.assert_array_equal(similarity.label_map, expected)
+    torch.testing.assert_close(similarity.logits[0], torch.full((8, 16), 0.2))
+    torch.testing.assert_close(similarity.logits[2:], torch.full((2, 8, 16), -1.0))  # filtered out
 
 
 def test_upsample_argmax_in_class_chunks_equals_the_full_resize():
@@ -246,6 +291,9 @@ def test_bad_options_are_user_errors():
     for kwargs, message in [
         ({"mode": "tiles"}, "mode"),
         ({"bg_thresh": 1.5}, "bg_thresh"),
+        ({"bg_thresh": -0.1}, r"\[0, 1\] with the affinity rule"),
+        ({"bg_thresh": -1.5, "bg_rule": "similarity"}, r"\[-1, 1\] with the similarity rule"),
+        ({"bg_rule": "sigmoid"}, "unknown background rule 'sigmoid'"),
         ({"topk": 0}, "topk"),
         ({"mode": "slide", "window": 8, "stride": 9}, "gaps"),
         ({"template": "a photo"}, "template"),

@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         limits=limits,
         short_side=options["short_side"] or 0,
         bg_thresh=options["bg_thresh"],
+        bg_rule=options["bg_rule"],
         mode=options["mode"],
         window=options["window"],
         stride=options["stride"],

@@ -142,7 +142,12 @@ def zero_shot_protocol_for(args: argparse.Namespace):
 
     base = ZeroShotProtocol("folder", mode="whole") if args.dataset == "folder" else zero_shot_protocol(args.dataset)
     protocol = base.with_overrides(
-        bg_thresh=args.bg_thresh, mode=args.mode, window=args.window, stride=args.stride, topk=args.topk
+        bg_thresh=args.bg_thresh,
+        bg_rule=args.bg_rule,
+        mode=args.mode,
+        window=args.window,
+        stride=args.stride,
+        topk=args.topk,
     )
     if args.short_side is not None:
         if args.short_side < 0:

@@ -61,7 +61,14 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
         type=float,
         default=0.95,
         help="pixels whose best class score is below this (or below the best group score) are background "
-        "(reference: VOC 0.95, Context 0.35; default %(default)s)",
+        "(reference: VOC 0.95, Context 0.35; default %(default)s); with --bg-rule similarity a cosine, e.g. 0.2",
+    )
+    parser.add_argument(
+        "--bg-rule",
+        choices=["affinity", "similarity"],
+        default="affinity",
+        help="what --bg-thresh thresholds: the reference's group-class affinity (a softmax over the classes), or "
+        "the cosine similarity, for models trained with the sigmoid multi-label loss (default %(default)s)",
     )
     parser.add_argument(
         "--mode",
@@ -88,7 +95,7 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     if protocol:
-        parser.set_defaults(bg_thresh=None, mode=None, window=None, stride=None, topk=None)
+        parser.set_defaults(bg_thresh=None, bg_rule=None, mode=None, window=None, stride=None, topk=None)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -142,6 +149,7 @@ def segmenter_options(args: argparse.Namespace) -> dict:
         raise UserError(f"--window and --stride must be positive, got {args.window} and {args.stride}")
     return {
         "bg_thresh": args.bg_thresh,
+        "bg_rule": args.bg_rule,
         "topk": args.topk,
         "template": list(PROMPT_TEMPLATES) if args.prompts == "ensemble" else SEGMENTATION_TEMPLATE,
         "mode": args.mode,

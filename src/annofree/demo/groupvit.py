@@ -32,6 +32,7 @@ from annofree.weights import atomic_write
 from annofree.weights import load as annofree_load
 
 OVERLAYS = 6
+EVAL_KEYS = {"bg_thresh", "bg_rule", "topk", "short_side", "mode", "window", "stride"}
 
 
 def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str, Path]:
@@ -52,15 +53,25 @@ def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str
     return render_once(out, settings, render)["pattern"], out / "val"
 
 
+def eval_settings(demo: dict[str, Any]) -> dict[str, Any]:
+    """The zero-shot segmenter's settings: ``demo.eval`` over whole scenes at their own size
+    (``demo.image_size``); a one-line error for a key the segmenter does not take."""
+    given = demo["eval"] or {}
+    unknown = sorted(set(given) - EVAL_KEYS)
+    if unknown:
+        raise UserError(f"unknown demo.eval.{unknown[0]} (known: {', '.join(sorted(EVAL_KEYS))})")
+    return {"short_side": demo["image_size"], "mode": "whole", **given}
+
+
 def zero_shot_score(model: torch.nn.Module, val_dir: Path, evaluation: dict[str, Any], progress: bool) -> dict:
-    return evaluate_folder(model.eval(), val_dir, short_side=None, mode="whole", progress=progress, **evaluation)
+    return evaluate_folder(model.eval(), val_dir, progress=progress, **evaluation)
 
 
 def write_overlays(model: torch.nn.Module, val_dir: Path, out: Path, evaluation: dict[str, Any], count: int) -> None:
     """``scene_NAME.png``: image | prediction | ground truth, each with its legend, for the first scenes."""
     dataset = SegmentationFolder(val_dir)
     classes = [str(c) for c in dataset.classes]
-    segmenter = ZeroShotSegmenter(model.eval(), classes[1:], short_side=None, **evaluation)
+    segmenter = ZeroShotSegmenter(model.eval(), classes[1:], **evaluation)
     for index in range(min(count, len(dataset))):
         name, image, label = dataset[index]
         predicted = segmenter.segment(image).label_map
@@ -79,7 +90,7 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
     missing = {"train_images", "val_images", "image_size", "data_seed", "eval"} - set(demo)
     if missing:
         raise UserError(f"the demo config lacks demo.{', demo.'.join(sorted(missing))}")
-    evaluation = dict(demo["eval"])
+    evaluation = eval_settings(demo)
     init_weights = config["train"].get("init_weights")
     phases = 5 if init_weights else 4
     started = time.perf_counter()
@@ -122,7 +133,7 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
         "loss_last": final["loss_last"],
         "render_seconds": round(render_seconds, 1),
         "val_images": final["num_images"],
-        "evaluation": {**evaluation, "mode": "whole", "classes": list(final["per_class_iou"])},
+        "evaluation": {**evaluation, "classes": list(final["per_class_iou"])},
         "weights": str(run_dir / "model.safetensors"),
         "init_weights": None,
         "miou_init_weights": None,

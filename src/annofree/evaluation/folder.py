@@ -122,6 +122,7 @@ def evaluate_folder(
     root: str | Path,
     *,
     bg_thresh: float = 0.95,
+    bg_rule: Literal["affinity", "similarity"] = "affinity",
     mode: Literal["whole", "slide"] = "whole",
     window: int = 448,
     stride: int = 224,
@@ -140,7 +141,7 @@ def evaluate_folder(
     """
     from annofree.data.folder import SegmentationFolder
 
-    protocol = ZeroShotProtocol("folder", bg_thresh, {}, short_side, mode, window, stride, topk)
+    protocol = ZeroShotProtocol("folder", bg_thresh, {}, short_side, mode, window, stride, topk, bg_rule)
     try:
         dataset = SegmentationFolder(root)
         return evaluate_dataset(

@@ -44,10 +44,12 @@ class ZeroShotProtocol:
     window: int = 448
     stride: int = 224
     topk: int | None = 5
+    bg_rule: str = "affinity"  # the reference's; "similarity" thresholds the cosine (ZeroShotSegmenter)
 
     def segmenter_options(self) -> dict[str, Any]:
         return {
             "bg_thresh": self.bg_thresh,
+            "bg_rule": self.bg_rule,
             "short_side": self.short_side,
             "mode": self.mode,
             "window": self.window,

@@ -12,6 +12,14 @@ Per crop (the whole image, or each sliding window):
    background when its best class score is below ``min(bg_thresh, largest affinity in the crop)``;
    the background channel holds 1 there and 0 elsewhere (as the official ``group_vit_seg.py``).
 
+That is ``bg_rule="affinity"``, the default. ``bg_rule="similarity"`` (not in the paper) decides background
+by the raw cosine similarity instead: a group is background when its best similarity among the image's top-k
+classes is below ``bg_thresh`` (a cosine, in [-1, 1]), and otherwise takes that class. The affinity is a
+softmax over the class names, so it only says which name fits a group best, never whether any fits: a
+background group in a scene with one object can have affinity 0.94 to that object. A model trained with the
+sigmoid multi-label loss (``loss.multi_label_form: sigmoid``) learns absolute similarities, which can tell
+background from objects (docs/learning.md, "Deciding background").
+
 Logits of overlapping windows are averaged, resized bilinearly back to the input size and the label
 map is their argmax: label 0 is background and label ``i`` the i-th class name (with
 ``with_background=False`` the labels are the class indices themselves).
@@ -33,6 +41,7 @@ from annofree.errors import UserError
 from annofree.inference.sliding import slide, window_boxes
 
 BACKGROUND = "background"
+BG_RULES = ("affinity", "similarity")  # what bg_thresh thresholds: the reference's affinity, or the cosine
 Tokenizer = Callable[..., torch.Tensor]  # (texts, context_length=...) -> LongTensor [N, L]
 ImageLike = np.ndarray | torch.Tensor
 
@@ -181,6 +190,23 @@ def group_class_affinity(
     return filtered * affinity
 
 
+def group_class_similarity(
+    group_embeds: torch.Tensor, image_embeds: torch.Tensor, text_embeds: torch.Tensor, topk: int | None = 5
+) -> torch.Tensor:
+    """``[B, G, C]`` cosine similarity of each group to each class; classes outside the image's top-k are -1.
+
+    The unit-norm inputs are as for :func:`group_class_affinity`; the image's top-k classes are those most
+    similar to its pooled embedding (the order the reference's filter uses). -1, the lowest cosine, rather
+    than -inf keeps the scores finite for resizing and for averaging overlapping windows.
+    """
+    similarity = group_embeds @ text_embeds.T  # [B, G, C]
+    num_classes = text_embeds.shape[0]
+    k = num_classes if topk is None else min(int(topk), num_classes)
+    keep = torch.zeros(similarity.shape[0], num_classes, dtype=torch.bool, device=similarity.device)
+    keep.scatter_(-1, (image_embeds @ text_embeds.T).topk(k, dim=-1).indices, True)
+    return similarity.masked_fill(~keep[:, None, :], -1.0)
+
+
 def group_maps(grouping: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Soft grouping ``[B, h*w, G]`` on the patch grid -> ``[B, H, W]`` index of each pixel's group."""
     batch, _, groups = grouping.shape
@@ -194,15 +220,32 @@ def pixel_logits(group_index: torch.Tensor, affinity: torch.Tensor, bg_thresh: f
     With ``bg_thresh`` (a float) a background channel comes first: 1 where the pixel's best class
     score is below ``min(bg_thresh, affinity.max())`` of its image, else 0. With ``None``, K = C.
     """
-    batch, height, width = group_index.shape
-    classes = affinity.shape[-1]
-    flat = group_index.reshape(batch, -1, 1).expand(-1, -1, classes)
-    scores = affinity.gather(1, flat).transpose(1, 2).reshape(batch, classes, height, width)
+    scores = pixel_scores(group_index, affinity)
     if bg_thresh is None:
         return scores
     thresh = affinity.flatten(1).amax(dim=1).clamp(max=bg_thresh)  # [B]
     background = (scores.amax(dim=1) < thresh[:, None, None]).to(scores.dtype)
     return torch.cat([background[:, None], scores], dim=1)
+
+
+def similarity_logits(group_index: torch.Tensor, similarity: torch.Tensor, bg_thresh: float | None) -> torch.Tensor:
+    """Per-pixel logits ``[B, K, H, W]`` from group indices ``[B, H, W]`` and similarity ``[B, G, C]``.
+
+    With ``bg_thresh`` (a cosine) a background channel comes first, holding ``bg_thresh`` everywhere: the
+    argmax is background wherever no class is at least that similar. With ``None``, K = C.
+    """
+    scores = pixel_scores(group_index, similarity)
+    if bg_thresh is None:
+        return scores
+    return torch.cat([torch.full_like(scores[:, :1], bg_thresh), scores], dim=1)
+
+
+def pixel_scores(group_index: torch.Tensor, group_scores: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]``: each pixel takes the row of ``group_scores [B, G, C]`` of its group ``[B, H, W]``."""
+    batch, height, width = group_index.shape
+    classes = group_scores.shape[-1]
+    flat = group_index.reshape(batch, -1, 1).expand(-1, -1, classes)
+    return group_scores.gather(1, flat).transpose(1, 2).reshape(batch, classes, height, width)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -297,6 +340,15 @@ def fit_to_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the segmenter
 
 
+def check_background(bg_rule: str, bg_thresh: float) -> None:
+    """A ``UserError`` for an unknown rule, or a threshold outside its rule's range."""
+    if bg_rule not in BG_RULES:
+        raise UserError(f"unknown background rule {bg_rule!r} (use one of {', '.join(BG_RULES)})")
+    low = -1.0 if bg_rule == "similarity" else 0.0
+    if not low <= float(bg_thresh) <= 1.0:
+        raise UserError(f"bg_thresh must lie in [{low:g}, 1] with the {bg_rule} rule, got {bg_thresh}")
+
+
 class ZeroShotSegmenter:
     """Segment images into the given classes (plus background) with a GroupViT.
 
@@ -309,7 +361,9 @@ class ZeroShotSegmenter:
             ``scale`` and ``config`` (e.g. ``annofree.inference.onnx_runtime.OnnxGroupViT``; see
             ``input_device_dtype`` for models that are not torch modules).
         class_names: the text queries; label ``i`` (1-based with background) is ``class_names[i-1]``.
-        bg_thresh: background threshold (reference: VOC 0.95, Context 0.35, COCO-Object 0.95).
+        bg_thresh: background threshold (reference: VOC 0.95, Context 0.35, COCO-Object 0.95): an affinity in
+            [0, 1] with ``bg_rule="affinity"``, a cosine similarity in [-1, 1] with ``bg_rule="similarity"``.
+        bg_rule: ``"affinity"`` (the reference) or ``"similarity"`` (see the module's docstring).
         topk: classes kept by the image-level filter (``None``: all).
         template: a prompt template with ``{}``, or a list of them (embeddings averaged);
             ``None`` is ``annofree.data.captions.SEGMENTATION_TEMPLATE``.
@@ -326,6 +380,7 @@ class ZeroShotSegmenter:
         class_names: Sequence[str],
         *,
         bg_thresh: float = 0.95,
+        bg_rule: Literal["affinity", "similarity"] = "affinity",
         topk: int | None = 5,
         template: str | Sequence[str] | None = None,
         mode: Literal["whole", "slide"] = "whole",
@@ -338,8 +393,7 @@ class ZeroShotSegmenter:
     ):
         if mode not in ("whole", "slide"):
             raise UserError(f"unknown inference mode {mode!r} (use 'whole' or 'slide')")
-        if not 0.0 <= float(bg_thresh) <= 1.0:
-            raise UserError(f"bg_thresh must lie in [0, 1], got {bg_thresh}")
+        check_background(bg_rule, bg_thresh)
         if topk is not None and int(topk) < 1:
             raise UserError(f"topk must be at least 1, got {topk}")
         if short_side is not None and int(short_side) < 1:
@@ -352,6 +406,7 @@ class ZeroShotSegmenter:
         self.model = model
         self.class_names = check_class_names(class_names)
         self.bg_thresh = float(bg_thresh)
+        self.bg_rule = bg_rule
         self.topk = topk
         self.mode = mode
         self.window, self.stride = window, stride
@@ -375,11 +430,13 @@ class ZeroShotSegmenter:
         size = tuple(pixels.shape[-2:])
         out = self.model.encode_groups(fit_to_patches(pixels, self.patch_size))
         text = self.text_embeds.to(out.group_embeds.device)
-        affinity = group_class_affinity(
-            out.group_embeds.float(), out.image_embeds.float(), text, self.model.scale().float(), self.topk
-        )
+        groups, image = out.group_embeds.float(), out.image_embeds.float()
         group_index = group_maps(out.grouping.float(), out.grid, size)
-        return pixel_logits(group_index, affinity, self.bg_thresh if self.with_background else None)
+        bg_thresh = self.bg_thresh if self.with_background else None
+        if self.bg_rule == "similarity":
+            return similarity_logits(group_index, group_class_similarity(groups, image, text, self.topk), bg_thresh)
+        affinity = group_class_affinity(groups, image, text, self.model.scale().float(), self.topk)
+        return pixel_logits(group_index, affinity, bg_thresh)
 
     def logits(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Logits ``[B, K, h, w]`` at the working resolution (after the short-side resize)."""
@@ -417,17 +474,22 @@ class ZeroShotSegmenter:
 
 __all__ = [
     "BACKGROUND",
+    "BG_RULES",
     "SegmentationResult",
     "ZeroShotSegmenter",
+    "check_background",
     "check_class_names",
     "class_embeddings",
     "eval_mode",
     "fit_to_patches",
     "group_class_affinity",
+    "group_class_similarity",
     "group_maps",
     "input_device_dtype",
     "pixel_logits",
+    "pixel_scores",
     "resize_short_side",
+    "similarity_logits",
     "to_pixel_batch",
     "upsample_argmax",
 ]

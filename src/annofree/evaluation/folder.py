@@ -141,7 +141,10 @@ def evaluate_folder(
     """
     from annofree.data.folder import SegmentationFolder
 
-    protocol = ZeroShotProtocol("folder", bg_thresh, {}, short_side, mode, window, stride, topk, bg_rule)
+    protocol = ZeroShotProtocol(
+        "folder", bg_thresh=bg_thresh, bg_rule=bg_rule, short_side=short_side, mode=mode, window=window,
+        stride=stride, topk=topk,
+    )  # fmt: skip
     try:
         dataset = SegmentationFolder(root)
         return evaluate_dataset(

@@ -14,7 +14,7 @@ Per crop (the whole image, or each sliding window):
 
 That is ``bg_rule="affinity"``, the default. ``bg_rule="similarity"`` (not in the paper) decides background
 by the raw cosine similarity instead: a group is background when its best similarity among the image's top-k
-classes is below ``bg_thresh`` (a cosine, in [-1, 1]), and otherwise takes that class. The affinity is a
+classes is not above ``bg_thresh`` (a cosine, in [-1, 1]), and otherwise takes that class. The affinity is a
 softmax over the class names, so it only says which name fits a group best, never whether any fits: a
 background group in a scene with one object can have affinity 0.94 to that object. A model trained with the
 sigmoid multi-label loss (``loss.multi_label_form: sigmoid``) learns absolute similarities, which can tell
@@ -232,7 +232,7 @@ def similarity_logits(group_index: torch.Tensor, similarity: torch.Tensor, bg_th
     """Per-pixel logits ``[B, K, H, W]`` from group indices ``[B, H, W]`` and similarity ``[B, G, C]``.
 
     With ``bg_thresh`` (a cosine) a background channel comes first, holding ``bg_thresh`` everywhere: the
-    argmax is background wherever no class is at least that similar. With ``None``, K = C.
+    argmax is background wherever no class is more similar than that (it wins ties). With ``None``, K = C.
     """
     scores = pixel_scores(group_index, similarity)
     if bg_thresh is None:

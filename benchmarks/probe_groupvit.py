@@ -9,11 +9,12 @@ Prints, for the held-out images:
   and the best class similarity of object groups against background groups (equal = background cannot be
   told from objects by the background threshold);
 * zero-shot mIoU with the demo's settings (background where no class of the top 5 has cosine similarity 0.2,
-  whole scenes enlarged to 72 px), and with ``--bg-sweep`` at several thresholds of the chosen rule (choose one
-  on scenes of a seed other than the held-out ones, as docs/learning.md does for the demo).
+  whole scenes enlarged to 72 px, averaged with their mirror image), and with ``--bg-sweep`` at several
+  thresholds of the chosen rule (choose one on scenes of a seed other than the held-out ones, as
+  docs/learning.md does for the demo).
 
     python benchmarks/probe_groupvit.py RUN_OR_WEIGHTS VAL_FOLDER [--images 300] [--bg-rule similarity]
-        [--bg-thresh 0.2] [--short-side 72] [--bg-sweep]
+        [--bg-thresh 0.2] [--short-side 72] [--no-flip] [--bg-sweep]
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def probe(
     sweep: bool = False,
     bg_rule: str = "similarity",
     short_side: int | None = 72,
+    flip: bool = True,
 ) -> dict:
     model = load(weights).eval()
     folder = SegmentationFolder(root)
@@ -116,7 +118,7 @@ def probe(
     def score(thresh: float) -> dict:
         return evaluate_folder(
             model, root, short_side=short_side, mode="whole", bg_thresh=thresh, bg_rule=bg_rule, topk=5,
-            limit=images, progress=False,
+            flip=flip, limit=images, progress=False,
         )  # fmt: skip
 
     grid = SWEEPS[bg_rule]
@@ -142,11 +144,13 @@ def main() -> None:
     parser.add_argument("--bg-rule", choices=list(SWEEPS), default="similarity")
     parser.add_argument("--bg-thresh", type=float, default=0.2)
     parser.add_argument("--short-side", type=int, default=72, help="0: score the scenes at their own size")
+    parser.add_argument("--no-flip", action="store_true", help="one pass, without the mirrored image")
     parser.add_argument("--bg-sweep", action="store_true", help="zero-shot mIoU at several thresholds of the rule too")
     args = parser.parse_args()
     result = probe(
-        args.weights, args.folder, args.images, args.bg_thresh, args.bg_sweep, args.bg_rule, args.short_side or None
-    )
+        args.weights, args.folder, args.images, args.bg_thresh, args.bg_sweep, args.bg_rule, args.short_side or None,
+        not args.no_flip,
+    )  # fmt: skip
     print(json.dumps(result, indent=1))
 
 

@@ -77,9 +77,9 @@ def test_demo_trains_scores_and_leaves_weights_that_segment(tmp_path, capsys):
 
     # The command the demo suggests last scores an image as the demo scored its scenes, and it runs.
     evaluation = results["evaluation"]
-    assert evaluation["bg_rule"] == "similarity" and evaluation["short_side"] == 72  # demo.yaml's eval section
+    assert evaluation["bg_rule"] == "similarity" and evaluation["short_side"] == 72 and evaluation["flip"]  # demo.yaml
     suggested = next(line for line in printed.splitlines() if "annofree segment YOUR_IMAGE.jpg" in line)
-    assert f"--short-side 72 --bg-rule similarity --bg-thresh {evaluation['bg_thresh']:g}" in suggested
+    assert f"--short-side 72 --bg-rule similarity --bg-thresh {evaluation['bg_thresh']:g} --flip" in suggested
     image = tmp_path / "mine.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(image)
     seg = tmp_path / "seg"

@@ -182,7 +182,8 @@ class SegmentApp:
         model: a GroupViT (zero-shot, class names needed) or a DenseSiam (clusters).
         limits: what one request may ask (:class:`Limits`).
         short_side: the shorter side the model sees (``None``: 448 for GroupViT, 320 for DenseSiam; 0: keep).
-        bg_thresh, bg_rule, mode, window, stride, topk, template: the zero-shot segmenter's defaults (GroupViT).
+        bg_thresh, bg_rule, mode, window, stride, topk, flip, template: the zero-shot segmenter's defaults
+            (GroupViT).
         display_side: the pictures sent back are at most this many pixels on their longer side (shares are
             counted at the image's own size); small images are enlarged by an integer factor towards 320.
     """
@@ -199,6 +200,7 @@ class SegmentApp:
         window: int = 448,
         stride: int = 224,
         topk: int | None = 5,
+        flip: bool = False,
         template: str | Sequence[str] | None = None,
         display_side: int = 1024,
         title: str = "",
@@ -216,7 +218,7 @@ class SegmentApp:
             from annofree.inference.zero_shot import check_background
 
             check_background(bg_rule, self.bg_thresh)  # before serving, not at the first request
-        self.topk, self.template = topk, template
+        self.topk, self.template, self.flip = topk, template, bool(flip)
         self.display_side = int(display_side)
         self.title = title
         self._segmenters: OrderedDict[tuple, Any] = OrderedDict()
@@ -261,6 +263,7 @@ class SegmentApp:
                 list(names),
                 bg_thresh=bg_thresh,
                 bg_rule=self.bg_rule,
+                flip=self.flip,
                 topk=self.topk,
                 template=self.template,
                 mode=mode,

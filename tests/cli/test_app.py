@@ -41,14 +41,14 @@ def test_app_options_reach_the_app(tmp_path, served):
     weights = save_tiny_groupvit(tmp_path / "run")
     argv = ["app", "--weights", str(weights), "--host", "0.0.0.0", "--port", "8000", "--max-upload-mb", "2",
             "--max-pixels", "1000000", "--max-classes", "7", "--bg-thresh", "0.4", "--mode", "slide",
-            "--short-side", "0", "--bg-rule", "similarity", "--no-examples"]  # fmt: skip
+            "--short-side", "0", "--bg-rule", "similarity", "--flip", "--no-examples"]  # fmt: skip
     assert cli.main(argv) == 0
     (call,) = served
     app = call["app"]
     assert (call["host"], call["port"], call["examples"]) == ("0.0.0.0", 8000, [])
     assert app.limits.max_upload_bytes == 2 * 2**20 and app.limits.max_pixels == 1_000_000
     assert app.limits.max_classes == 7 and app.bg_thresh == 0.4 and app.mode == "slide" and app.short_side is None
-    assert app.bg_rule == "similarity"
+    assert app.bg_rule == "similarity" and app.flip
 
 
 def test_densesiam_weights_default_to_short_side_320(tmp_path, served):

@@ -49,11 +49,12 @@ def test_evaluate_with_the_similarity_rule_at_cosine_1_predicts_only_background(
     out = tmp_path / "result.json"
     code = annofree(
         monkeypatch, "evaluate", "--weights", weights, "--data", folder, "--out", out,
-        "--short-side", 0, "--bg-rule", "similarity", "--bg-thresh", 1.0, "--no-progress",
+        "--short-side", 0, "--bg-rule", "similarity", "--bg-thresh", 1.0, "--flip", "--no-progress",
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["settings"]["bg_rule"] == "similarity" and result["settings"]["bg_thresh"] == 1.0
+    assert result["settings"]["flip"] is True
     assert result["per_class_accuracy"]["background"] == 1.0
     assert result["per_class_accuracy"]["cat"] == result["per_class_accuracy"]["dog"] == 0.0
 

@@ -279,6 +279,20 @@ def test_slide_mode_batches_windows_and_returns_the_input_size():
     assert result.logits.shape == (4, 8, 24)
 
 
+def test_flip_averages_in_the_mirrored_pass_mirrored_back():
+    # The stand-in groups by position (left half: the cat group), whatever the pixels: in the mirrored pass the
+    # cat group lands on the same half, so mirrored back it covers the other half, and each half averages both.
+    model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0])
+    image = np.zeros((8, 16, 3), dtype=np.uint8)
+    plain = _segmenter(model, bg_rule="similarity", bg_thresh=0.2).segment(image).logits
+    model.calls.clear()
+    flipped = _segmenter(model, bg_rule="similarity", bg_thresh=0.2, flip=True).segment(image)
+    assert model.calls == [(1, 3, 8, 16), (1, 3, 8, 16)]
+    torch.testing.assert_close(flipped.logits, (plain + plain.flip(-1)) / 2)
+    torch.testing.assert_close(flipped.logits[1], torch.full((8, 16), 0.5))  # cosine 1 on one pass, 0 on the other
+    assert (flipped.label_map == 1).all()  # 0.5 clears 0.2 on both halves
+
+
 def test_model_runs_in_eval_mode_and_gets_its_mode_back():
     model = KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0]).train()
     _segmenter(model).segment(np.zeros((8, 8, 3), dtype=np.uint8))
@@ -314,6 +328,22 @@ def test_sliding_over_one_window_equals_the_whole_image(tiny_groupvit, tokenizer
     ).segment(image)
     torch.testing.assert_close(slid.logits, whole.logits, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(slid.label_map, whole.label_map)
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_with_flip_a_mirrored_image_gets_the_mirrored_segmentation(tiny_groupvit, tokenizer, mode):
+    image = np.random.default_rng(1).integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    segmenter = ZeroShotSegmenter(
+        tiny_groupvit, ["cat", "dog", "grass"], template="a photo of a {}.", tokenizer=tokenizer, mode=mode,
+        window=24, stride=16, short_side=None, bg_rule="similarity", bg_thresh=0.0, flip=True,
+    )  # fmt: skip
+    result, mirrored = segmenter.segment(image), segmenter.segment(np.ascontiguousarray(image[:, ::-1]))
+    torch.testing.assert_close(mirrored.logits, result.logits.flip(-1), rtol=0, atol=1e-6)
+    without = ZeroShotSegmenter(
+        tiny_groupvit, ["cat", "dog", "grass"], template="a photo of a {}.", tokenizer=tokenizer, mode=mode,
+        window=24, stride=16, short_side=None, bg_rule="similarity", bg_thresh=0.0,
+    ).segment(image)  # fmt: skip
+    assert not torch.allclose(without.logits, result.logits)  # the random model is not mirror-symmetric itself
 
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         short_side=options["short_side"] or 0,
         bg_thresh=options["bg_thresh"],
         bg_rule=options["bg_rule"],
+        flip=options["flip"],
         mode=options["mode"],
         window=options["window"],
         stride=options["stride"],

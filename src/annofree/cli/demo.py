@@ -97,6 +97,8 @@ def segment_options(evaluation: dict) -> str:
         options += f" --bg-rule {evaluation['bg_rule']}"
     if "bg_thresh" in evaluation:
         options += f" --bg-thresh {evaluation['bg_thresh']:g}"
+    if evaluation.get("flip"):
+        options += " --flip"
     return options
 
 

@@ -148,6 +148,7 @@ def zero_shot_protocol_for(args: argparse.Namespace):
         window=args.window,
         stride=args.stride,
         topk=args.topk,
+        flip=args.flip,
     )
     if args.short_side is not None:
         if args.short_side < 0:

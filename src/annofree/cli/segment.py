@@ -88,6 +88,12 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
     )
     parser.add_argument("--topk", type=int, default=5, help="classes kept by the image-level filter (default 5)")
     parser.add_argument(
+        "--flip",
+        action="store_true",
+        default=None if protocol else False,
+        help="also segment the mirrored image and average the two (test-time augmentation; twice the work)",
+    )
+    parser.add_argument(
         "--prompts",
         choices=["single", "ensemble"],
         default="single",
@@ -150,6 +156,7 @@ def segmenter_options(args: argparse.Namespace) -> dict:
     return {
         "bg_thresh": args.bg_thresh,
         "bg_rule": args.bg_rule,
+        "flip": args.flip,
         "topk": args.topk,
         "template": list(PROMPT_TEMPLATES) if args.prompts == "ensemble" else SEGMENTATION_TEMPLATE,
         "mode": args.mode,

@@ -32,7 +32,7 @@ from annofree.weights import atomic_write
 from annofree.weights import load as annofree_load
 
 OVERLAYS = 6
-EVAL_KEYS = {"bg_thresh", "bg_rule", "topk", "short_side", "mode", "window", "stride"}
+EVAL_KEYS = {"bg_thresh", "bg_rule", "topk", "short_side", "mode", "window", "stride", "flip"}
 
 
 def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str, Path]:

@@ -128,6 +128,7 @@ def evaluate_folder(
     stride: int = 224,
     short_side: int | None = 448,
     topk: int | None = 5,
+    flip: bool = False,
     template: str | Sequence[str] | None = None,
     tokenizer: Tokenizer | None = None,
     limit: int | None = None,
@@ -143,7 +144,7 @@ def evaluate_folder(
 
     protocol = ZeroShotProtocol(
         "folder", bg_thresh=bg_thresh, bg_rule=bg_rule, short_side=short_side, mode=mode, window=window,
-        stride=stride, topk=topk,
+        stride=stride, topk=topk, flip=flip,
     )  # fmt: skip
     try:
         dataset = SegmentationFolder(root)

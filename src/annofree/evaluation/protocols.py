@@ -45,11 +45,13 @@ class ZeroShotProtocol:
     stride: int = 224
     topk: int | None = 5
     bg_rule: str = "affinity"  # the reference's; "similarity" thresholds the cosine (ZeroShotSegmenter)
+    flip: bool = False  # average with the mirrored image (not in the reference's protocol)
 
     def segmenter_options(self) -> dict[str, Any]:
         return {
             "bg_thresh": self.bg_thresh,
             "bg_rule": self.bg_rule,
+            "flip": self.flip,
             "short_side": self.short_side,
             "mode": self.mode,
             "window": self.window,

@@ -370,6 +370,8 @@ class ZeroShotSegmenter:
         mode: ``"whole"`` (one pass over the image) or ``"slide"`` (windows of ``window`` every ``stride``).
         short_side: resize the shorter side to this before inference (``None``: keep the size).
         with_background: add the thresholded background channel as label 0.
+        flip: also segment the mirrored image and average the two logits (test-time augmentation, as mmseg's
+            ``flip=True``; not in the paper's protocol; twice the work).
         windows_per_batch: sliding windows (or images in whole mode) per forward pass.
         tokenizer: ``(texts, context_length=...) -> ids``; defaults to the CLIP BPE tokenizer.
     """
@@ -389,6 +391,7 @@ class ZeroShotSegmenter:
         short_side: int | None = 448,
         with_background: bool = True,
         windows_per_batch: int = 8,
+        flip: bool = False,
         tokenizer: Tokenizer | None = None,
     ):
         if mode not in ("whole", "slide"):
@@ -413,6 +416,7 @@ class ZeroShotSegmenter:
         self.short_side = short_side
         self.with_background = with_background
         self.windows_per_batch = max(1, int(windows_per_batch))
+        self.flip = bool(flip)
         self.patch_size = int(model.config.image.patch_size)
         self.text_embeds = class_embeddings(model, self.class_names, template, tokenizer)
 
@@ -449,13 +453,19 @@ class ZeroShotSegmenter:
             pixels = resize_short_side(pixels, int(self.short_side))
         with eval_mode(self.model):
             pixels = self.model.normalize_pixels(pixels).to(dtype)
-            if self.mode == "slide":
-                return slide(self.crop_logits, pixels, self.window, self.stride, self.windows_per_batch)
-            parts = [
-                self.crop_logits(pixels[i : i + self.windows_per_batch])
-                for i in range(0, pixels.shape[0], self.windows_per_batch)
-            ]
-            return torch.cat(parts)
+            logits = self._one_pass(pixels)
+            if self.flip:  # the mirrored image's logits, mirrored back, averaged in
+                logits = (logits + self._one_pass(pixels.flip(-1)).flip(-1)) / 2
+            return logits
+
+    def _one_pass(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.mode == "slide":
+            return slide(self.crop_logits, pixels, self.window, self.stride, self.windows_per_batch)
+        parts = [
+            self.crop_logits(pixels[i : i + self.windows_per_batch])
+            for i in range(0, pixels.shape[0], self.windows_per_batch)
+        ]
+        return torch.cat(parts)
 
     def segment_batch(self, images: ImageLike | Sequence[ImageLike]) -> list[SegmentationResult]:
         """Segment several images of one size (a list, or a batched array/tensor)."""

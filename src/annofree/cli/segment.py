@@ -176,8 +176,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="GroupViT weights (zero-shot, --classes required): for each image write NAME.png (class ids, "
         "0 = background, i = i-th class), NAME_overlay.png and NAME.json into --out. DenseSiam weights "
         "(unsupervised, no --classes): NAME.png (cluster ids) and NAME_overlay.png; the GroupViT-only options "
-        "(--bg-thresh, --mode, --window, --stride, --topk, --prompts) are ignored. --onnx DIR instead of --weights: a "
-        "GroupViT exported by `annofree export onnx`, run with onnxruntime (same outputs).",
+        "(--bg-thresh, --bg-rule, --flip, --mode, --window, --stride, --topk, --prompts) are ignored. --onnx DIR "
+        "instead of --weights: a GroupViT exported by `annofree export onnx`, run with onnxruntime (same outputs).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
     parser.add_argument(

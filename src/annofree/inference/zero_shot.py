@@ -20,9 +20,10 @@ background group in a scene with one object can have affinity 0.94 to that objec
 sigmoid multi-label loss (``loss.multi_label_form: sigmoid``) learns absolute similarities, which can tell
 background from objects (docs/learning.md, "Deciding background").
 
-Logits of overlapping windows are averaged, resized bilinearly back to the input size and the label
-map is their argmax: label 0 is background and label ``i`` the i-th class name (with
-``with_background=False`` the labels are the class indices themselves).
+Logits of overlapping windows are averaged (with ``flip=True`` also those of the mirrored image, mirrored
+back), resized bilinearly back to the input size and the label map is their argmax: label 0 is background
+and label ``i`` the i-th class name (with ``with_background=False`` the labels are the class indices
+themselves).
 """
 
 from __future__ import annotations

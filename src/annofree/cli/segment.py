@@ -28,7 +28,13 @@ import torch
 from PIL import Image
 
 from annofree.errors import UserError
-from annofree.inference.zero_shot import BACKGROUND, SegmentationResult, ZeroShotSegmenter, check_class_names
+from annofree.inference.zero_shot import (
+    BACKGROUND,
+    BG_RULES,
+    SegmentationResult,
+    ZeroShotSegmenter,
+    check_class_names,
+)
 
 GROUPVIT_SHORT_SIDE = 448  # --short-side when not given; DenseSiam keeps the size
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -65,7 +71,7 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
     )
     parser.add_argument(
         "--bg-rule",
-        choices=["affinity", "similarity"],
+        choices=list(BG_RULES),
         default="affinity",
         help="what --bg-thresh thresholds: the reference's group-class affinity (a softmax over the classes), or "
         "the cosine similarity, for models trained with the sigmoid multi-label loss (default %(default)s)",
@@ -90,7 +96,6 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
     parser.add_argument(
         "--flip",
         action="store_true",
-        default=None if protocol else False,
         help="also segment the mirrored image and average the two (test-time augmentation; twice the work)",
     )
     parser.add_argument(
@@ -101,7 +106,7 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     if protocol:
-        parser.set_defaults(bg_thresh=None, bg_rule=None, mode=None, window=None, stride=None, topk=None)
+        parser.set_defaults(bg_thresh=None, bg_rule=None, mode=None, window=None, stride=None, topk=None, flip=None)
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -2,7 +2,7 @@
 
 ``make reproduce-demo`` trains ``configs/groupvit/demo_pretrain.yaml`` from scratch and then packs its run with
 this module into ``reproduce_out/checkpoint/``; the repository commits that folder as
-``checkpoints/groupvit_demo/``. Packing changes how the weights are stored, not what they compute:
+``src/annofree/demo/weights/groupvit/``. Packing changes how the weights are stored, not what they compute:
 
 * every tensor is stored in half precision (the model is loaded back into float32);
 * the rows of the text encoder's token embedding that never received a gradient are zeroed. They are words

@@ -26,13 +26,14 @@ from annofree.demo.recipes import render_once, run_size, train_fresh, untrained_
 from annofree.engine.config import merge
 from annofree.errors import UserError
 from annofree.evaluation.folder import evaluate_folder
+from annofree.evaluation.protocols import ZeroShotProtocol
 from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.viz import side_by_side
 from annofree.weights import atomic_write
 from annofree.weights import load as annofree_load
 
 OVERLAYS = 6
-EVAL_KEYS = {"bg_thresh", "bg_rule", "topk", "short_side", "mode", "window", "stride", "flip"}
+EVAL_KEYS = set(ZeroShotProtocol("demo").segmenter_options())  # what demo.eval may set
 
 
 def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str, Path]:

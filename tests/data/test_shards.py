@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import random
+import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -16,7 +18,9 @@ from annofree.data.shards import (
     Batch,
     CorruptShardError,
     ShardWriter,
+    UngroupedShardError,
     _shuffled,
+    check_grouped,
     expand_shards,
     image_text_batches,
     iter_tar_samples,
@@ -274,6 +278,89 @@ def test_a_damaged_shard_is_reported_and_the_readable_part_used(tmp_path, caplog
         batches = run(str(tmp_path), batch_size=1)
     assert sorted(keys_of(batches)) == [f"{index:06d}" for index in (0, 1, 2, 3, 4, 5, *range(8, 12))]
     assert "000001.tar: damaged shard" in caplog.text and "000002.tar: damaged shard" in caplog.text
+
+
+# ----------------------------------------------------------------------------- data made by hand
+
+
+def write_folder(folder: Path, count: int) -> None:
+    """What a user has before making shards: NAME.png + NAME.txt files side by side."""
+    folder.mkdir(parents=True)
+    for index in range(count):
+        (folder / f"img{index}.png").write_bytes(png_bytes(index))
+        (folder / f"img{index}.txt").write_text(f"caption {index}")
+
+
+def write_directory_order_tar(path: Path, count: int, prefix: str = "./") -> None:
+    """What ``tar cf x.tar -C folder .`` can give: a "./" entry, then members in directory order, here all
+    images before all captions (the order depends on the file system; any order that parts a sample does)."""
+    with tarfile.open(path, "w") as tar:
+        folder = tarfile.TarInfo(prefix or ".")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        for extension in ("png", "txt"):
+            for index in range(count):
+                data = png_bytes(index) if extension == "png" else f"caption {index}".encode()
+                info = tarfile.TarInfo(f"{prefix}img{index}.{extension}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_tar_not_grouped_by_key_is_refused_with_how_to_make_shards(tmp_path):
+    write_directory_order_tar(tmp_path / "x.tar", 4)
+    with pytest.raises(UngroupedShardError) as caught:
+        run(str(tmp_path / "x.tar"), batch_size=1)
+    message = str(caught.value)
+    assert "x.tar: samples are not grouped by key" in message and "'./img0'" in message
+    assert "annofree data shards" in message and "tar --sort=name -cf x.tar -C FOLDER ." in message
+    assert "\n" not in message
+    with pytest.raises(UngroupedShardError):  # the reader itself stops at the first member out of place
+        list(iter_tar_samples(str(tmp_path / "x.tar")))
+    with pytest.raises(UngroupedShardError):
+        check_grouped(str(tmp_path / "x.tar"))
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs the tar command")
+def test_the_tar_command_the_message_gives_makes_a_readable_shard(tmp_path):
+    write_folder(tmp_path / "folder", 5)
+    made = subprocess.run(["tar", "--sort=name", "-cf", str(tmp_path / "x.tar"), "-C", str(tmp_path / "folder"), "."])
+    if made.returncode != 0:
+        pytest.skip("this tar has no --sort=name (not GNU tar)")
+    with tarfile.open(tmp_path / "x.tar") as tar:
+        assert "./img0.png" in tar.getnames()  # "./" prefixes, as users' tars have them
+    batches = run(str(tmp_path / "x.tar"), batch_size=1)
+    assert sorted((key, pixel, caption) for key, pixel, caption, _ in (s for b in batches for s in b.data)) == [
+        (f"./img{index}", index, f"caption {index}") for index in range(5)
+    ]
+
+
+def test_a_later_ungrouped_shard_is_reported_and_the_others_read(tmp_path, caplog):
+    write_samples(tmp_path, 4, per_shard=4)  # 000000.tar, grouped
+    write_directory_order_tar(tmp_path / "000001.tar", 3, prefix="")
+    with caplog.at_level(logging.WARNING, logger="annofree.data.shards"):
+        items = run(str(tmp_path), batch_size=1, shuffle_buffer=1, seed=1)
+    keys = [sample[0] for batch in items if batch.data is not None for sample in batch.data]
+    assert sorted(keys) == [f"{index:06d}" for index in range(4)]
+    # img0 and img1 were passed on before the proof (img0.txt after img2.png), and counted as lacking captions
+    assert sum(batch.reasons.get("missing_caption", 0) for batch in items) == 2
+    assert "skipping the rest of a shard: " in caplog.text and "000001.tar: samples are not grouped" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["captions.csv", "captions.tsv", "part-0.PARQUET"])
+def test_a_table_given_as_shards_points_to_annofree_data_shards(tmp_path, name):
+    (tmp_path / name).write_text("url\tcaption\nimg0.png\ta caption\n")
+    with pytest.raises(UserError, match=rf"{name}: a table, not webdataset shards.*annofree data shards .*{name} OUT"):
+        run(str(tmp_path / name))
+    for part in ("a", "b"):
+        (tmp_path / f"{part}.csv").write_text("url,caption\n")
+    with pytest.raises(UserError, match=r"a\.csv: a table"):  # in a brace pattern too
+        expand_shards(str(tmp_path / "{a,b}.csv"))
+
+
+def test_a_folder_of_captioned_images_given_as_shards_points_to_annofree_data_shards(tmp_path):
+    write_folder(tmp_path / "folder", 2)
+    with pytest.raises(UserError, match=r"holds no shard files .*annofree data shards SRC OUT"):
+        run(str(tmp_path / "folder"))
 
 
 # ------------------------------------------------------------------------------ splitting and ordering

@@ -31,7 +31,10 @@ epoch:
 Each :class:`Batch` carries ``skipped``: how many samples its worker dropped since its previous batch, by
 reason, so the training loop can log bad data; the first few are also logged as warnings that name the
 shard and key. A corrupt or truncated shard is reported with a warning and the samples before the damage
-are used.
+are used. A shard whose samples are not grouped by key (a sample's members not adjacent, as ``tar cf`` of a
+folder stores them) cannot be read as a stream: if it is the first shard, reading refuses to start
+(``UngroupedShardError``, saying how to make shards); a later one is reported like a damaged shard.
+Tables (CSV, TSV, parquet) given as shards are refused with a pointer to ``annofree data shards``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")  # the first one present in a sample is its image
 CAPTION_EXTENSION = "txt"
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # what a directory given as data contributes
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")  # caption tables: `annofree data shards` makes shards of them
+MAKE_SHARDS = "make shards with `annofree data shards SRC OUT` (SRC: a folder of images with .txt captions, or a table)"
 SKIP_REASONS = ("missing_image", "missing_caption", "bad_caption", "corrupt_image", "dropped")
 FULL_SHARD = 0.9  # a shard this size of the median or larger is handed out whole
 MAX_SAMPLE_WARNINGS = 5  # per consumer and epoch; later bad samples are only counted
@@ -258,12 +263,18 @@ def expand_shards(data: str) -> list[str]:
                 str(path) for path in Path(expanded).iterdir() if path.is_file() and path.name.endswith(SHARD_SUFFIXES)
             )
             if not found:
-                raise UserError(f"{part}: directory holds no shard files ({', '.join(SHARD_SUFFIXES)})")
+                raise UserError(f"{part}: directory holds no shard files ({', '.join(SHARD_SUFFIXES)}); {MAKE_SHARDS}")
             paths.extend(found)
         elif os.path.isfile(expanded):
             paths.append(expanded)
         else:
             raise UserError(f"{part}: no such shard file or directory")
+    for path in paths:
+        if path.lower().endswith(TABLE_SUFFIXES):
+            raise UserError(
+                f"{path}: a table, not webdataset shards (tar files of KEY.jpg + KEY.txt); make shards from it with "
+                f"`annofree data shards {path} OUT`, then give OUT as the data"
+            )
     return list(dict.fromkeys(paths))
 
 
@@ -289,15 +300,68 @@ class CorruptShardError(UserError):
     """A shard could not be read to its end (truncated or damaged); the samples before the damage were read."""
 
 
+class UngroupedShardError(CorruptShardError):
+    """A shard whose samples are not grouped by key: a key's members come back after another key's, as in
+    ``tar cf x.tar -C folder .``, which stores files in directory order. A tar is read as a stream (it may be
+    compressed, or, later, come through a pipe or over HTTP), so such a shard cannot be read correctly; the
+    samples before the first member out of place were read."""
+
+    def __init__(self, path: str, key: str):
+        name = os.path.basename(path)
+        super().__init__(
+            f"{path}: samples are not grouped by key (a member of {key!r} comes after other samples' members; "
+            f"a shard keeps each sample's files adjacent, as webdataset and img2dataset write them); {MAKE_SHARDS}, "
+            f"or pack a folder with GNU tar: `tar --sort=name -cf {name} -C FOLDER .`"
+        )
+
+
+class _KeyGrouping:
+    """Follows the sample keys of a tar's members in order: a key that comes back once another key has
+    started means the shard is not grouped by key (``UngroupedShardError``)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.current: str | None = None
+        self.finished: set[str] = set()
+
+    def starts_sample(self, key: str) -> bool:
+        """Whether ``key`` starts a new sample (False: it continues the current one)."""
+        if key == self.current:
+            return False
+        if key in self.finished:
+            raise UngroupedShardError(self.path, key)
+        if self.current is not None:
+            self.finished.add(self.current)
+        self.current = key
+        return True
+
+
+def check_grouped(path: str, max_members: int = 100_000) -> None:
+    """Raise ``UngroupedShardError`` if the samples among the first ``max_members`` members of the shard
+    ``path`` are not grouped by key. Reads tar headers only (seeking over the data of an uncompressed tar);
+    a shard that cannot be read is left to the reader, which reports damage as it meets it."""
+    grouping = _KeyGrouping(path)
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in itertools.islice(tar, max_members):
+                split = _split_member_name(member.name) if member.isfile() else None
+                if split is not None:
+                    grouping.starts_sample(split[0])
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        return
+
+
 def iter_tar_samples(path: str, extensions: Iterable[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Stream the samples of one shard as ``(key, {extension: bytes})``, in tar order.
 
     Members whose names share the part before the first dot of the file name form one sample (the
     webdataset rule); extensions are lower-cased, and only those in ``extensions`` (all when None) are
     read, the rest are passed over. Hidden files and directories are ignored. If the shard is truncated or
-    damaged, the samples before the damage are yielded, then ``CorruptShardError`` is raised.
+    damaged, the samples before the damage are yielded, then ``CorruptShardError`` is raised; if a sample's
+    members are not adjacent, the samples before are yielded, then ``UngroupedShardError`` is raised.
     """
     wanted = None if extensions is None else set(extensions)
+    grouping = _KeyGrouping(path)
     key: str | None = None
     files: dict[str, bytes] = {}
     problem: str | None = None
@@ -313,7 +377,7 @@ def iter_tar_samples(path: str, extensions: Iterable[str] | None = None) -> Iter
                     if split is None:
                         continue
                     member_key, extension = split
-                    if member_key != key:
+                    if grouping.starts_sample(member_key):
                         if key is not None:
                             yield key, files
                         key, files = member_key, {}
@@ -438,9 +502,23 @@ def image_text_batches(
     if spec.skip_batches < 0:
         raise ValueError(f"skip_batches must be >= 0, got {spec.skip_batches}")
     shards = expand_shards(spec.data)
+    _check_first_shard(shards[0])
     sizes = [os.path.getsize(path) for path in shards]
     stream = _ImageTextStream(shards, sizes, spec, sample_fn, collate_fn, shuffle_buffer, exact_skip, require_caption)
     return stream_batches(stream, spec)
+
+
+_GROUPED_SHARDS: set[tuple[str, int, int]] = set()  # (path, size, mtime) of first shards found grouped
+
+
+def _check_first_shard(path: str) -> None:
+    """Refuse data whose first shard is not grouped by key (made by hand with ``tar``: likely all of it is)
+    before any work starts, rather than dropping every sample; checked once per process and file version."""
+    stat = os.stat(path)
+    signature = (path, stat.st_size, stat.st_mtime_ns)
+    if signature not in _GROUPED_SHARDS:
+        check_grouped(path)
+        _GROUPED_SHARDS.add(signature)
 
 
 def stream_batches(stream: IterableDataset, spec: LoaderSpec) -> Iterator[Batch]:
@@ -601,6 +679,8 @@ def _raw_samples(
                     if (index - 1) % consumers != consumer:
                         continue
                 yield shard, key, files
+        except UngroupedShardError as exc:
+            logger.warning("skipping the rest of a shard: %s", exc)
         except CorruptShardError as exc:
             logger.warning("%s", exc)
 

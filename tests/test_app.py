@@ -14,7 +14,16 @@ from PIL import Image
 
 import annofree
 import annofree.app
-from annofree.app import Limits, SegmentApp, legend_html, parse_class_text, read_upload, write_examples
+from annofree.app import (
+    Limits,
+    SegmentApp,
+    check_pixels,
+    legend_html,
+    parse_class_text,
+    read_upload,
+    working_size,
+    write_examples,
+)
 from annofree.errors import UserError
 from tests.tiny import save_tiny_densesiam, save_tiny_groupvit
 
@@ -100,6 +109,35 @@ def test_too_many_pixels_are_refused_from_the_header_before_decoding(app, photo,
         bomb = app.segment(_png_header_only(tmp_path / "bomb.png", 100_000, 100_000), "circle, star")
         assert not bomb.ok and "pixels" in bomb.message and "AssertionError" not in bomb.message
     _assert_ok(app.segment(photo, "circle, star"))
+
+
+def test_the_pixels_computed_on_after_the_resize_are_limited_before_decoding(groupvit, photo, tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    def no_decoding(self):
+        raise AssertionError("an image over the pixel limit was decoded")
+
+    # The strip: 20 Mpx, under the default limit, but 448 x 22.4M once its short side is resized to 448.
+    app = SegmentApp(groupvit, short_side=448)
+    strip = _png_header_only(tmp_path / "strip.png", 1_000_000, 20)
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFile.ImageFile, "load", no_decoding)
+        result = app.segment(strip, "circle, star")
+        assert not result.ok and "AssertionError" not in result.message, result.message
+        assert "1000000x20; with its shorter side resized to 448 the model would compute on 22400000x448" in (
+            result.message
+        )
+        assert "above the 25.0 megapixels accepted" in result.message
+        # Small limits: 8 x 4000 is 32,000 pixels (under 40,000), 32 x 16,000 after the app's short side 32.
+        small = SegmentApp(groupvit, limits=LIMITS, short_side=32)
+        refused = small.segment(_png_header_only(tmp_path / "thin.png", 4000, 8), "circle, star")
+        assert not refused.ok and "16000x32 = 512,000 pixels, above the 40,000 pixels accepted" in refused.message
+    assert SegmentApp(groupvit, limits=LIMITS, short_side=0).short_side is None  # 0 keeps the size, as everywhere
+    check_pixels(8, 4000, None, LIMITS)  # kept at its size, the thin image fits
+    with pytest.raises(UserError, match="would compute on 16000x32"):
+        check_pixels(8, 4000, 32, LIMITS)
+    assert working_size(2000, 3000, 448) == (448, 672) and working_size(20, 10**6, 448) == (448, 22_400_000)
+    _assert_ok(small.segment(photo, "circle, star"))
 
 
 def test_a_non_image_is_refused_and_the_next_request_succeeds(app, photo, tmp_path):
@@ -191,7 +229,8 @@ def test_large_images_are_shown_smaller_but_counted_at_full_size(groupvit, tmp_p
 
 def test_densesiam_weights_show_the_cluster_map(tmp_path, photo):
     model = annofree.load(save_tiny_densesiam(tmp_path / "ds", clusters=4).parent)
-    app = SegmentApp(model, limits=LIMITS)
+    # The photo (40 x 56) is computed on at 320 x 448: a limit that allows that.
+    app = SegmentApp(model, limits=Limits(max_upload_bytes=LIMITS.max_upload_bytes, max_pixels=320 * 448))
     assert app.kind == "densesiam" and app.short_side == 320
     result = app.segment(photo, "")
     assert result.ok and result.groups is None and result.overlay.size == (280, 200)

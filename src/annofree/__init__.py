@@ -13,7 +13,11 @@ def load(path, device="cpu"):
 
 
 def tokenize(texts, context_length: int = 77):
-    """CLIP BPE token ids: ``list[str] -> LongTensor[B, context_length]`` (see ``annofree.data.tokenizer``)."""
+    """CLIP BPE token ids: ``list[str] -> LongTensor[B, context_length]`` (see ``annofree.data.tokenizer``).
+
+    For a loaded model use ``model.tokenize(texts)``: it gives the ids at the model's own context length (77 for
+    the published weights, often less for small configs), which is what ``model.encode_text`` takes.
+    """
     from annofree.data.tokenizer import tokenize as _tokenize
 
     return _tokenize(texts, context_length=context_length)

@@ -42,7 +42,6 @@ from annofree.errors import UserError
 # Opened formats: common raster images only (Pillow would also hand EPS to Ghostscript, for instance).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DENSESIAM_SHORT_SIDE = 320  # the app's default for DenseSiam (the COCO-Stuff protocol); GroupViT: 448
 
 
 @dataclass(frozen=True)
@@ -85,11 +84,25 @@ def _megapixels(pixels: int) -> str:
     return f"{pixels / 1e6:.1f} megapixels" if pixels >= 1e6 else f"{pixels:,} pixels"
 
 
-def read_upload(path: str | Path, limits: Limits) -> np.ndarray:
+def working_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """``(height, width)`` the model computes at for an image of this size: the segmenters' own short-side resize
+    (``None`` or 0: the size itself), run on a shapeless meta tensor, so that nothing is allocated."""
+    if not short_side:
+        return int(height), int(width)
+    import torch
+
+    from annofree.inference.zero_shot import resize_short_side
+
+    shape = resize_short_side(torch.empty(1, 3, int(height), int(width), device="meta"), int(short_side)).shape
+    return int(shape[-2]), int(shape[-1])
+
+
+def read_upload(path: str | Path, limits: Limits, short_side: int | None = None) -> np.ndarray:
     """The uploaded file as ``uint8 [H, W, 3]``, or a ``UserError`` saying why it is refused.
 
     Checked in order: the file's size, that it is an image of an accepted format (from its header), its
-    pixel count (from its header, before decoding); then the first frame is decoded.
+    pixel count and the pixel count the model would compute on after resizing the shorter side to
+    ``short_side`` (both from its header, before decoding); then the first frame is decoded.
     """
     from annofree.data.images import to_rgb
 
@@ -106,11 +119,7 @@ def read_upload(path: str | Path, limits: Limits) -> np.ndarray:
     try:
         with Image.open(path, formats=IMAGE_FORMATS) as image:  # reads the header only
             width, height = image.size
-            if width * height > limits.max_pixels:
-                raise UserError(
-                    f"the image is {width}x{height} = {_megapixels(width * height)}; images up to "
-                    f"{_megapixels(limits.max_pixels)} are accepted"
-                )
+            check_pixels(height, width, short_side, limits)
             image.load()
             return to_rgb(image)
     except UnidentifiedImageError:
@@ -119,6 +128,23 @@ def read_upload(path: str | Path, limits: Limits) -> np.ndarray:
         raise UserError(f"the image has too many pixels (up to {_megapixels(limits.max_pixels)})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UserError(f"the image could not be decoded ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+
+
+def check_pixels(height: int, width: int, short_side: int | None, limits: Limits) -> None:
+    """A ``UserError`` when the image, or what the model would compute on after the short-side resize, has more
+    pixels than ``limits.max_pixels`` (a 20 x 1,000,000 strip is 20 Mpx, but 448 x 22,400,000 after the resize)."""
+    if width * height > limits.max_pixels:
+        raise UserError(
+            f"the image is {width}x{height} = {_megapixels(width * height)}; images up to "
+            f"{_megapixels(limits.max_pixels)} are accepted"
+        )
+    work_height, work_width = working_size(height, width, short_side)
+    if work_width * work_height > limits.max_pixels:
+        raise UserError(
+            f"the image is {width}x{height}; with its shorter side resized to {short_side} the model would compute "
+            f"on {work_width}x{work_height} = {_megapixels(work_width * work_height)}, above the "
+            f"{_megapixels(limits.max_pixels)} accepted (a less elongated image fits)"
+        )
 
 
 def parse_class_text(text: str | None, limits: Limits) -> list[str]:
@@ -206,6 +232,7 @@ class SegmentApp:
         title: str = "",
     ):
         from annofree.cli.segment import GROUPVIT_SHORT_SIDE, is_densesiam
+        from annofree.inference.clusters import DENSESIAM_SHORT_SIDE
 
         self.model = model
         self.kind = "densesiam" if is_densesiam(model) else "groupvit"
@@ -285,7 +312,7 @@ class SegmentApp:
         bg = self.bg_thresh if bg_thresh is None else float(bg_thresh)
         check_background(self.bg_rule, bg)
         names = parse_class_text(classes, self.limits)
-        image = read_upload(path, self.limits)
+        image = read_upload(path, self.limits, self.short_side)
         result = self._segmenter(tuple(names), mode, bg).segment(image)
         small, labels = _display(image, result.label_map, self.display_side)
         colors = label_colors(result.class_names)
@@ -306,7 +333,7 @@ class SegmentApp:
         from annofree.inference.clusters import cluster_fractions, cluster_names
         from annofree.viz import label_colors, overlay
 
-        image = read_upload(path, self.limits)
+        image = read_upload(path, self.limits, self.short_side)
         clusters = self._clusters.segment(image)
         count = self._clusters.num_clusters
         small, labels = _display(image, clusters, self.display_side)
@@ -512,9 +539,11 @@ __all__ = [
     "Limits",
     "SegmentApp",
     "build_blocks",
+    "check_pixels",
     "legend_html",
     "parse_class_text",
     "read_upload",
     "serve",
+    "working_size",
     "write_examples",
 ]

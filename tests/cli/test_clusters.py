@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from annofree import cli
+from annofree.inference import clusters as clusters_module
 from annofree.inference.clusters import ClusterSegmenter
 from annofree.weights import load
 from tests.tiny import save_tiny_densesiam, save_tiny_groupvit, write_noise_folder
@@ -35,10 +36,14 @@ def test_segment_writes_cluster_maps_and_overlays(tmp_path, weights, monkeypatch
     Image.fromarray(_rgb(30, 40)).save(tmp_path / "a.png")
     Image.fromarray(_rgb(21, 27, 1)).save(tmp_path / "b.jpg")
     out = tmp_path / "out"
+    sides = []  # the short side each image is resized to: the DenseSiam protocol's 320, as in the API and the app
+    resize = clusters_module.resize_short_side
+    monkeypatch.setattr(clusters_module, "resize_short_side", lambda x, side: sides.append(side) or resize(x, side))
     code = annofree(monkeypatch, "segment", tmp_path / "a.png", tmp_path / "b.jpg", "--weights", weights, "--out", out)
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    expected = ClusterSegmenter(load(weights)).segment(np.array(Image.open(tmp_path / "a.png")))
+    assert sides == [320, 320]
+    expected = ClusterSegmenter(load(weights), short_side=320).segment(np.array(Image.open(tmp_path / "a.png")))
     ids = Image.open(out / "a.png")
     assert ids.mode == "L" and ids.size == (40, 30)
     np.testing.assert_array_equal(np.asarray(ids), expected)

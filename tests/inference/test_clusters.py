@@ -22,7 +22,7 @@ def _rgb(height, width, seed=0):
 
 def test_without_resize_equals_the_models_argmax(model) -> None:
     image = _rgb(36, 52)
-    clusters = ClusterSegmenter(model).segment(image)
+    clusters = ClusterSegmenter(model, short_side=0).segment(image)  # 0: keep the size
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     assert clusters.shape == (36, 52) and clusters.dtype == np.int64
     np.testing.assert_array_equal(clusters, model.segment_clusters(pixels)[0].numpy())
@@ -53,5 +53,28 @@ def test_batches_equal_one_by_one_and_the_mode_is_restored(model) -> None:
 def test_fractions_and_bad_short_side(model) -> None:
     shares = cluster_fractions(np.array([[0, 0], [2, 0]]), 3)
     assert shares.tolist() == [0.75, 0.0, 0.25]
-    with pytest.raises(UserError, match="short_side must be positive"):
-        ClusterSegmenter(model, short_side=0)
+    with pytest.raises(UserError, match="short_side must be a positive number of pixels, or 0 to keep"):
+        ClusterSegmenter(model, short_side=-1)
+    assert ClusterSegmenter(model, short_side=0).short_side is None  # 0 keeps the size, as in the CLI and app
+
+
+def test_default_short_side_is_the_protocols_320(model) -> None:
+    image = _rgb(40, 50)
+    expected = ClusterSegmenter(model, short_side=320).segment(image)
+    np.testing.assert_array_equal(ClusterSegmenter(model).segment(image), expected)
+    assert not np.array_equal(expected, ClusterSegmenter(model, short_side=0).segment(image))
+
+
+def test_images_as_paths_pil_and_other_dtypes(model, tmp_path) -> None:
+    from PIL import Image
+
+    image = _rgb(30, 44)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    segmenter = ClusterSegmenter(model, short_side=0)
+    expected = segmenter.segment(image)
+    np.testing.assert_array_equal(segmenter.segment(tmp_path / "a.png"), expected)
+    np.testing.assert_array_equal(segmenter.segment(str(tmp_path / "a.png")), expected)
+    np.testing.assert_array_equal(segmenter.segment(Image.fromarray(image)), expected)
+    np.testing.assert_array_equal(segmenter.segment(image.astype(np.float32) / 255), expected)
+    with pytest.raises(UserError, match="cannot segment a dict"):
+        segmenter.segment({"image": image})

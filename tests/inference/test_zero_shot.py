@@ -149,10 +149,10 @@ def test_input_layouts_agree():
     torch.testing.assert_close(to_pixel_batch([image, image]), reference.expand(2, -1, -1, -1))
     grey = image[..., 0]
     torch.testing.assert_close(to_pixel_batch(grey), to_pixel_batch(np.repeat(grey[..., None], 3, axis=2)))
-    with pytest.raises(ValueError, match="one size"):
+    with pytest.raises(UserError, match="one size"):
         to_pixel_batch([image, image[:4]])
-    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
-        to_pixel_batch(np.zeros((5, 7, 4), dtype=np.uint8))
+    with pytest.raises(UserError, match=r"\[H, W, C\]"):
+        to_pixel_batch(np.zeros((5, 7, 9), dtype=np.uint8))
 
 
 # ----------------------------------------------------------------------------- a model with a known grouping

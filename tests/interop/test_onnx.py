@@ -151,6 +151,21 @@ def test_runtime_errors_are_user_errors(tmp_path, monkeypatch):
         OnnxGroupViT(tmp_path / "broken")
 
 
+def test_the_onnx_model_tokenizes_as_the_pytorch_model(exported):
+    model, onnx_model = exported
+    texts = ["a photo of a circle.", "a star"]
+    ids = onnx_model.tokenize(texts)
+    torch.testing.assert_close(ids, model.tokenize(texts))
+    with torch.no_grad():
+        expected = model.eval().encode_text(ids)
+    torch.testing.assert_close(onnx_model.encode_text(ids), expected, atol=1e-5, rtol=1e-4)
+    short = ids[:, :8]  # shorter ids (the end token within them) are padded to the exported length
+    torch.testing.assert_close(onnx_model.encode_text(short), expected, atol=1e-5, rtol=1e-4)
+    context = model.config.text.context_length
+    with pytest.raises(UserError, match=rf"above this model's context length {context}: tokenize with model"):
+        onnx_model.encode_text(torch.zeros(1, context + 1, dtype=torch.long))
+
+
 def test_image_sizes_must_be_whole_patches(exported):
     _, onnx_model = exported
     with pytest.raises(ValueError, match="not a multiple of the patch size 4"):

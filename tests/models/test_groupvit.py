@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annofree.errors import UserError
 from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
 from annofree.models.grouping import AssignAttention, GroupingBlock, gumbel_softmax, hard_one_hot
 from annofree.models.layers import DropPath
@@ -76,9 +77,26 @@ def test_output_shapes() -> None:
     assert [tuple(s.shape) for s in out.soft_assignments] == [(3, GROUPS[0], n), (3, GROUPS[1], GROUPS[0])]
 
 
-def test_text_longer_than_context_is_refused() -> None:
-    with pytest.raises(ValueError, match="context length"):
+def test_text_longer_than_context_is_refused_saying_how_to_tokenize() -> None:
+    message = rf"length {CONTEXT + 1}, above this model's context length {CONTEXT}: tokenize with model.tokenize"
+    with pytest.raises(UserError, match=message) as caught:
         tiny_model().encode_text(token_ids(2, length=CONTEXT + 1))
+    assert f"annofree.tokenize(texts, context_length={CONTEXT})" in str(caught.value)
+
+
+def test_the_model_tokenizes_at_its_own_context_length() -> None:
+    import annofree
+
+    config = tiny_config()
+    config.text.vocab_size = 49408  # CLIP's BPE ids
+    model = GroupViT(config).eval()
+    texts = ["a photo of a star.", "a cat " * 40]  # the second is longer than the context: truncated
+    ids = model.tokenize(texts)
+    assert ids.shape == (2, CONTEXT) and ids.dtype == torch.long
+    torch.testing.assert_close(ids, annofree.tokenize(texts, context_length=CONTEXT))
+    assert annofree.tokenize(texts).shape == (2, 77)  # the library's default: CLIP's, too long for this model
+    with torch.no_grad():
+        assert model.encode_text(model.tokenize(texts)).shape == (2, EMBED)
 
 
 def test_text_pooling_ignores_padding_after_end_of_text() -> None:

@@ -24,10 +24,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1],
     )
     add_inference_options(parser)
-    for action in parser._actions:
-        if action.dest == "short_side":
-            action.help = "resize the shorter image side to N before inference, 0 to keep the size (default: 448 "
-            action.help += "for GroupViT, 320 for DenseSiam); results are at the input's size"
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine)")
     parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
     parser.add_argument(
@@ -47,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from annofree.app import DENSESIAM_SHORT_SIDE, Limits, SegmentApp, serve, write_examples
+    from annofree.app import Limits, SegmentApp, serve, write_examples
     from annofree.cli.segment import (
         GROUPVIT_SHORT_SIDE,
         is_densesiam,
@@ -56,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         segmenter_options,
     )
     from annofree.errors import UserError
+    from annofree.inference.clusters import DENSESIAM_SHORT_SIDE
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must lie in 1..65535, got {args.port}")

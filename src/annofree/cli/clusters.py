@@ -23,15 +23,15 @@ MAX_CLUSTERS = 256  # ids 0..255 fit in the uint8 PNG
 def segment_clusters(args: argparse.Namespace, model, files: list[Path], errors: list[str]) -> int:
     """Write NAME.png (uint8 cluster ids) and NAME_overlay.png for every file."""
     from annofree.data.images import load_image
-    from annofree.inference.clusters import ClusterSegmenter
+    from annofree.inference.clusters import DENSESIAM_SHORT_SIDE, ClusterSegmenter
 
     if args.classes is not None:
         raise UserError(
             "--classes: DenseSiam weights segment into unnamed clusters, not classes; leave it out "
             "(`annofree evaluate` matches clusters to a folder's classes)"
         )
-    check_short_side(args, None)
-    segmenter = ClusterSegmenter(model, short_side=args.short_side or None)
+    check_short_side(args, DENSESIAM_SHORT_SIDE)
+    segmenter = ClusterSegmenter(model, short_side=args.short_side)
     if segmenter.num_clusters > MAX_CLUSTERS:
         raise UserError(f"{args.weights}: {segmenter.num_clusters} clusters do not fit in uint8 cluster maps")
     out_dir = make_out_dir(args.out)

@@ -36,7 +36,7 @@ from annofree.inference.zero_shot import (
     check_class_names,
 )
 
-GROUPVIT_SHORT_SIDE = 448  # --short-side when not given; DenseSiam keeps the size
+GROUPVIT_SHORT_SIDE = 448  # --short-side when not given; DenseSiam: inference.clusters.DENSESIAM_SHORT_SIDE
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -89,8 +89,13 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
         type=int,
         default=None,
         metavar="N",
-        help="resize the shorter image side to N before inference, 0 to keep the size (default: 448 for "
-        "GroupViT, keep for DenseSiam); results are always at the input's size",
+        help="resize the shorter image side to N before inference, 0 to keep the size (default: "
+        + (
+            "the protocol's; on a folder 448 for GroupViT, the folder's size for DenseSiam"
+            if protocol
+            else "448 for GroupViT; 320 for DenseSiam, the DenseSiam protocol's"
+        )
+        + "); results are always at the input's size",
     )
     parser.add_argument("--topk", type=int, default=5, help="classes kept by the image-level filter (default 5)")
     parser.add_argument(

@@ -1,12 +1,13 @@
 """Unsupervised segmentation with DenseSiam: every pixel gets the cluster id its projector channel argmax gives.
 
-The projector logits are computed at the working resolution (after the optional short-side resize), then
-resized bilinearly to the input's size before the argmax, so the cluster map always matches the input.
-Without a resize the result equals :meth:`DenseSiam.segment_clusters`.
+The projector logits are computed at the working resolution (the shorter side resized to ``short_side``,
+320 by default as in the unsupervised protocol; 0 keeps the size), then resized bilinearly to the input's size
+before the argmax, so the cluster map always matches the input. Without a resize the result equals
+:meth:`DenseSiam.segment_clusters`. Images are anything :func:`annofree.data.images.to_pixel_batch` reads.
 
 Example:
-    >>> segmenter = ClusterSegmenter(annofree.load("runs/ds"), short_side=320)  # doctest: +SKIP
-    >>> clusters = segmenter.segment(rgb_uint8)  # [H, W] int64, ids 0..num_clusters - 1  # doctest: +SKIP
+    >>> segmenter = ClusterSegmenter(annofree.load("runs/ds"))  # doctest: +SKIP
+    >>> clusters = segmenter.segment("photo.jpg")  # [H, W] int64, ids 0..num_clusters - 1  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,8 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from annofree.errors import UserError
-from annofree.inference.zero_shot import ImageLike, eval_mode, resize_short_side, to_pixel_batch, upsample_argmax
+from annofree.inference.zero_shot import (
+    ImageLike,
+    check_short_side,
+    eval_mode,
+    resize_short_side,
+    to_pixel_batch,
+    upsample_argmax,
+)
+
+DENSESIAM_SHORT_SIDE = 320  # the unsupervised protocol's (PiCIE, STEGO, DenseSiam): the API's, segment's, app's
 
 
 def cluster_names(num_clusters: int) -> list[str]:
@@ -37,15 +46,13 @@ class ClusterSegmenter:
 
     Args:
         model: a ``DenseSiam`` (anything with ``dense_features``, ``projector`` and ``config.dense_dim``).
-        short_side: resize the shorter side to this before inference (``None``: keep the size).
+        short_side: resize the shorter side to this before inference (0: keep the size).
         images_per_batch: images per forward pass in :meth:`segment_batch`.
     """
 
-    def __init__(self, model: nn.Module, short_side: int | None = None, images_per_batch: int = 8):
-        if short_side is not None and int(short_side) < 1:
-            raise UserError(f"short_side must be positive (or None), got {short_side}")
+    def __init__(self, model: nn.Module, short_side: int | None = DENSESIAM_SHORT_SIDE, images_per_batch: int = 8):
         self.model = model
-        self.short_side = short_side
+        self.short_side = check_short_side(short_side)
         self.images_per_batch = max(1, int(images_per_batch))
         self.num_clusters = int(model.config.dense_dim)
 
@@ -74,15 +81,16 @@ class ClusterSegmenter:
         return maps
 
     def segment(self, image: ImageLike) -> np.ndarray:
-        """One image (uint8 ``[H, W, 3]`` or float ``[3, H, W]`` in [0, 1]) -> ``int64 [H, W]`` cluster ids."""
+        """One image (a path, a PIL image, or an array or tensor of any dtype and channel count) -> ``int64
+        [H, W]`` cluster ids at its own size."""
         return self.segment_batch([image])[0]
 
 
 def segment_clusters(
-    model: nn.Module, images: ImageLike | Sequence[ImageLike], short_side: int | None = None
+    model: nn.Module, images: ImageLike | Sequence[ImageLike], short_side: int | None = DENSESIAM_SHORT_SIDE
 ) -> list[np.ndarray]:
     """Cluster maps of same-size images at their own resolution (see :class:`ClusterSegmenter`)."""
     return ClusterSegmenter(model, short_side).segment_batch(images)
 
 
-__all__ = ["ClusterSegmenter", "cluster_fractions", "cluster_names", "segment_clusters"]
+__all__ = ["DENSESIAM_SHORT_SIDE", "ClusterSegmenter", "cluster_fractions", "cluster_names", "segment_clusters"]

@@ -18,6 +18,7 @@ from annofree.errors import UserError
 from annofree.interop.onnx import CONFIG_FILE, FORMAT
 from annofree.models.config import GroupViTConfig
 from annofree.models.groupvit import GroupOutput
+from annofree.models.text_encoder import check_token_length
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 REQUIRED = ("pixel_mean", "pixel_std", "logit_scale", "multi_label_logit_scale", "image", "text", "model_config")
@@ -106,8 +107,18 @@ class OnnxGroupViT:
         """Normalised pixels -> image embeddings ``[B, D]``, unit norm (zero-shot classification)."""
         return self.encode_groups(pixels).image_embeds
 
+    def tokenize(self, texts: str | list[str]) -> torch.Tensor:
+        """CLIP BPE ids ``LongTensor[N, context_length]`` of ``texts`` at the exported model's context length."""
+        from annofree.data.tokenizer import tokenize
+
+        return tokenize(texts, context_length=self.config.text.context_length)
+
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token ids ``[N, context_length]`` -> ``[N, D]``, unit norm."""
+        """Token ids ``[N, L]`` (``L`` at most the context length, as :meth:`tokenize` gives) -> ``[N, D]``, unit
+        norm. Shorter ids are padded with zeros to the exported length (the padding does not change the result)."""
+        context = self.config.text.context_length
+        check_token_length(int(token_ids.shape[-1]), context)
+        token_ids = torch.nn.functional.pad(token_ids, (0, context - int(token_ids.shape[-1])))
         (embeds,) = self.text_session.run(None, {"token_ids": _numpy(token_ids, np.int64)})
         return torch.from_numpy(embeds)
 

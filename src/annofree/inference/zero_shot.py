@@ -38,13 +38,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annofree.data.images import ImageInput, to_pixel_batch
 from annofree.errors import UserError
 from annofree.inference.sliding import slide, window_boxes
 
 BACKGROUND = "background"
 BG_RULES = ("affinity", "similarity")  # what bg_thresh thresholds: the reference's affinity, or the cosine
 Tokenizer = Callable[..., torch.Tensor]  # (texts, context_length=...) -> LongTensor [N, L]
-ImageLike = np.ndarray | torch.Tensor
+ImageLike = ImageInput  # a path, a PIL image, an array or tensor of any dtype and channel count (to_pixel_batch)
 
 
 @dataclass
@@ -282,41 +283,6 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], max_elements: i
     return best_index
 
 
-def to_pixel_batch(images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-    """Images -> float ``[B, 3, H, W]`` in [0, 1].
-
-    Accepts uint8 ``[H, W, 3]`` / ``[H, W]`` arrays or tensors (as ``load_image`` gives), float tensors
-    ``[3, H, W]`` in [0, 1], batches of either (``[B, H, W, 3]`` uint8, ``[B, 3, H, W]`` float) or a list
-    of same-size images.
-    """
-    if isinstance(images, (list, tuple)):
-        if not images:
-            raise ValueError("no images given")
-        parts = [to_pixel_batch(image) for image in images]
-        sizes = {tuple(p.shape[-2:]) for p in parts}
-        if len(sizes) > 1:
-            raise ValueError(f"images of one batch must have one size, got {sorted(sizes)}")
-        return torch.cat(parts)
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a numpy array or a torch tensor, got {type(images).__name__}")
-    if x.dtype == torch.uint8:
-        if x.ndim == 2:
-            x = x[..., None].expand(-1, -1, 3)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[-1] != 3:
-            raise ValueError(f"uint8 images must be [H, W, 3] (or [B, H, W, 3]), got {tuple(x.shape)}")
-        return x.permute(0, 3, 1, 2).float() / 255.0
-    if not x.is_floating_point():
-        raise ValueError(f"images must be uint8 [H, W, 3] or float [3, H, W], got dtype {x.dtype}")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"float images must be [3, H, W] (or [B, 3, H, W]) in [0, 1], got {tuple(x.shape)}")
-    return x
-
-
 def resize_short_side(pixels: torch.Tensor, short_side: int) -> torch.Tensor:
     """Resize ``[B, C, H, W]`` so that its shorter side is ``short_side``, keeping the aspect ratio."""
     height, width = pixels.shape[-2:]
@@ -339,6 +305,15 @@ def fit_to_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- the segmenter
+
+
+def check_short_side(short_side: int | None) -> int | None:
+    """The shorter side to resize to, or ``None`` to keep the image's size (given as 0, or ``None``)."""
+    if short_side is None or short_side == 0:
+        return None
+    if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or short_side < 0:
+        raise UserError(f"short_side must be a positive number of pixels, or 0 to keep the size; got {short_side!r}")
+    return int(short_side)
 
 
 def check_background(bg_rule: str, bg_thresh: float) -> None:
@@ -369,7 +344,7 @@ class ZeroShotSegmenter:
         template: a prompt template with ``{}``, or a list of them (embeddings averaged);
             ``None`` is ``annofree.data.captions.SEGMENTATION_TEMPLATE``.
         mode: ``"whole"`` (one pass over the image) or ``"slide"`` (windows of ``window`` every ``stride``).
-        short_side: resize the shorter side to this before inference (``None``: keep the size).
+        short_side: resize the shorter side to this before inference (0: keep the size).
         with_background: add the thresholded background channel as label 0.
         flip: also segment the mirrored image and average the two logits (test-time augmentation, as mmseg's
             ``flip=True``; not in the paper's protocol; twice the work).
@@ -400,8 +375,7 @@ class ZeroShotSegmenter:
         check_background(bg_rule, bg_thresh)
         if topk is not None and int(topk) < 1:
             raise UserError(f"topk must be at least 1, got {topk}")
-        if short_side is not None and int(short_side) < 1:
-            raise UserError(f"short_side must be positive (or None), got {short_side}")
+        short_side = check_short_side(short_side)
         if mode == "slide":
             try:  # validate window and stride now rather than on the first image
                 window_boxes(1, 1, window, stride)
@@ -479,7 +453,8 @@ class ZeroShotSegmenter:
         return results
 
     def segment(self, image: ImageLike) -> SegmentationResult:
-        """Segment one image (uint8 ``[H, W, 3]`` or float ``[3, H, W]`` in [0, 1]) at its own resolution."""
+        """Segment one image at its own resolution: a path, a PIL image, or an array or tensor of any dtype and
+        channel count (grey, grey + alpha, RGB, RGBA; see :func:`annofree.data.images.to_pixel_batch`)."""
         return self.segment_batch([image])[0]
 
 
@@ -490,6 +465,7 @@ __all__ = [
     "ZeroShotSegmenter",
     "check_background",
     "check_class_names",
+    "check_short_side",
     "class_embeddings",
     "eval_mode",
     "fit_to_patches",

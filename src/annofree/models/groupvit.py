@@ -30,7 +30,8 @@ class GroupViT(nn.Module):
     """The two encoders and their projections.
 
     ``encode_image`` and ``encode_text`` return L2-normalised embeddings; ``image_features`` and
-    ``text_features`` return them before normalisation (losses normalise themselves).
+    ``text_features`` return them before normalisation (losses normalise themselves). ``tokenize`` turns texts
+    into the ids ``encode_text`` takes, at this model's context length.
     """
 
     def __init__(self, config: GroupViTConfig | None = None):
@@ -63,8 +64,19 @@ class GroupViT(nn.Module):
         """Normalised pixels ``[B, 3, H, W]`` (any size divisible by the patch) -> ``[B, D]``, unit norm."""
         return F.normalize(self.image_features(pixels), dim=-1)
 
+    def tokenize(self, texts: str | list[str]) -> torch.Tensor:
+        """CLIP BPE ids ``LongTensor[B, context_length]`` of ``texts`` for this model, on its device.
+
+        The context length is the model's own (the published weights: 77; small configs: less), so
+        ``model.encode_text(model.tokenize(texts))`` fits every GroupViT. Too long texts are truncated.
+        """
+        from annofree.data.tokenizer import tokenize
+
+        return tokenize(texts, context_length=self.config.text.context_length).to(self.pixel_mean.device)
+
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token ids ``[..., L]`` -> ``[..., D]``, unit norm."""
+        """Token ids ``[..., L]`` (``L`` at most the context length; see :meth:`tokenize`) -> ``[..., D]``, unit
+        norm."""
         return F.normalize(self.text_features(token_ids), dim=-1)
 
     def encode_groups(self, pixels: torch.Tensor) -> GroupOutput:

@@ -6,7 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annofree.errors import UserError
 from annofree.models.config import TextEncoderConfig
+
+
+def check_token_length(length: int, context_length: int) -> None:
+    """A one-line ``UserError`` saying how to tokenize when ids are longer than the model's context."""
+    if length > context_length:
+        raise UserError(
+            f"token ids have length {length}, above this model's context length {context_length}: tokenize with "
+            f"model.tokenize(texts), which fits the model "
+            f"(or annofree.tokenize(texts, context_length={context_length}))"
+        )
 
 
 class QuickGELU(nn.Module):
@@ -97,8 +108,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         length = token_ids.shape[-1]
-        if length > self.cfg.context_length:
-            raise ValueError(f"token ids have length {length}, above the context length {self.cfg.context_length}")
+        check_token_length(length, self.cfg.context_length)
         x = self.token_embedding(token_ids) + self.positional_embedding[:length]
         x = self.ln_final(self.transformer(x))
         return x[torch.arange(x.shape[0], device=x.device), token_ids.argmax(dim=-1)]

@@ -12,8 +12,12 @@ colours are random per object.
 from __future__ import annotations
 
 import argparse
+import shutil
+from pathlib import Path
 
 from annofree.errors import UserError
+
+SYNTH_PARTS = ("train", "val")  # what both kinds write under OUT
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,6 +32,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         kind.add_argument("--size", type=int, default=size, help=f"image side in pixels (default {size})")
         kind.add_argument("--seed", type=int, default=0, help="random seed; the output depends only on it")
         kind.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
+        kind.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="write into a non-empty OUT: first remove OUT/train and OUT/val (what synth writes); other files "
+            "in OUT are kept. Without it a non-empty OUT is refused, as old and new data would mix",
+        )
     scenes.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
     return parser
 
@@ -37,7 +47,30 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--size must be at least 16 pixels, got {args.size}")
     if args.train < 0 or args.val < 0 or args.train + args.val == 0:
         raise UserError(f"--train and --val must be >= 0 and not both 0, got {args.train} and {args.val}")
+    if args.kind == "scenes" and args.per_shard < 1:
+        raise UserError(f"--per-shard must be at least 1, got {args.per_shard}")
+    _clear_output(Path(args.out), args.overwrite)
     return _textures(args) if args.kind == "textures" else _scenes(args)
+
+
+def _clear_output(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` (a second run would mix its data with the first's) unless ``overwrite``,
+    which removes what synth writes there (``SYNTH_PARTS``) and keeps the rest."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(
+            f"{out}: not empty (new data would mix with what is there); give a new folder, or --overwrite to "
+            f"remove {' and '.join(f'{out / part}' for part in SYNTH_PARTS)} first"
+        )
+    for part in SYNTH_PARTS:
+        path = out / part
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def _textures(args: argparse.Namespace) -> int:
@@ -55,8 +88,6 @@ def _textures(args: argparse.Namespace) -> int:
 def _scenes(args: argparse.Namespace) -> int:
     from annofree.data.synth import SceneConfig, write_scenes
 
-    if args.per_shard < 1:
-        raise UserError(f"--per-shard must be at least 1, got {args.per_shard}")
     summary = write_scenes(
         args.out, args.train, args.val, SceneConfig(size=args.size), args.seed, args.per_shard, args.workers
     )

@@ -99,6 +99,7 @@ class ShardWriter:
     ``image`` is a ``uint8`` array (``[H, W, 3]`` or ``[H, W]``), encoded as JPEG (``jpeg_quality``) or PNG
     (``image_format="png"``), or bytes already encoded, stored as given under the extension their signature
     shows (png, webp, else jpg). Keys must not contain dots (a tar member's key ends at its first dot).
+    Numbering starts at ``first_shard``, so that several writers can make the shards of one data set.
     """
 
     def __init__(
@@ -108,9 +109,12 @@ class ShardWriter:
         prefix: str = "",
         jpeg_quality: int = 95,
         image_format: str = "jpg",
+        first_shard: int = 0,
     ):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        if first_shard < 0:
+            raise ValueError(f"first_shard must be >= 0, got {first_shard}")
         if image_format not in ("jpg", "png"):
             raise ValueError(f"image_format must be 'jpg' or 'png', got {image_format!r}")
         if "/" in prefix or os.sep in prefix:
@@ -120,6 +124,7 @@ class ShardWriter:
         self.prefix = prefix
         self.jpeg_quality = jpeg_quality
         self.image_format = image_format
+        self.first_shard = first_shard
         self.shard_paths: list[Path] = []
         self.num_samples = 0
         self._tar: tarfile.TarFile | None = None
@@ -144,7 +149,7 @@ class ShardWriter:
             raise ValueError(f"no shards written to {self.out_dir}")
         if len(self.shard_paths) == 1:
             return str(self.shard_paths[0])
-        first, last = self._index(0), self._index(len(self.shard_paths) - 1)
+        first, last = self._index(self.first_shard), self._index(self.first_shard + len(self.shard_paths) - 1)
         return str(self.out_dir / f"{self.prefix}{{{first}..{last}}}.tar")
 
     def write(self, key: str, image: np.ndarray | bytes, caption: str, extra: dict | None = None) -> None:
@@ -167,17 +172,21 @@ class ShardWriter:
         if len(self._keys_in_shard) >= self.samples_per_shard:
             self._finish_current()
 
-    def close(self) -> None:
-        """Finish the last shard. Called by the context manager."""
+    def close(self, keep_empty: bool = False) -> None:
+        """Finish the last shard. Called by the context manager. With ``keep_empty``, a writer that was given
+        no sample still writes one empty shard (shards numbered by several writers then leave no gap)."""
         if not self._closed:
+            if keep_empty and self._tar is None and not self.shard_paths:
+                self._open_next()
             self._finish_current()
             self._closed = True
 
     def _index(self, number: int) -> str:
         return f"{number:06d}"
 
-    def _final_path(self, number: int) -> Path:
-        return self.out_dir / f"{self.prefix}{self._index(number)}.tar"
+    def _final_path(self, written: int) -> Path:
+        """The path of the shard after ``written`` finished ones."""
+        return self.out_dir / f"{self.prefix}{self._index(self.first_shard + written)}.tar"
 
     def _open_next(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)

@@ -135,6 +135,22 @@ def test_writer_discards_the_incomplete_shard_when_the_block_fails(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["000000.tar"]
 
 
+def test_writers_numbered_from_a_first_shard_leave_no_gap(tmp_path):
+    with ShardWriter(tmp_path, samples_per_shard=2, first_shard=5) as writer:
+        for index in range(3):
+            writer.write(f"{index}", tiny_image(index), "x")
+    assert [path.name for path in writer.shard_paths] == ["000005.tar", "000006.tar"]
+    assert writer.pattern == str(tmp_path / "{000005..000006}.tar")
+    with ShardWriter(tmp_path, first_shard=7) as empty:
+        empty.close(keep_empty=True)  # all of its samples were bad: the shard exists, with nothing in it
+    with tarfile.open(tmp_path / "000007.tar") as tar:
+        assert tar.getnames() == []
+    assert len(run(str(tmp_path / "{000005..000007}.tar"), batch_size=1)) == 3
+    with ShardWriter(tmp_path / "none"):
+        pass
+    assert not (tmp_path / "none").exists()  # without keep_empty, no sample means no shard
+
+
 def test_writer_rejects_bad_keys_and_images(tmp_path):
     with ShardWriter(tmp_path) as writer:
         with pytest.raises(ValueError, match="key"):

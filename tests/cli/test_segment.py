@@ -191,3 +191,66 @@ def test_vis_groups_with_densesiam_weights_is_an_error(tmp_path, monkeypatch, ca
     code = annofree(monkeypatch, "segment", tmp_path / "photo.png", "--weights", ds, "--out", tmp_path / "o", "--vis",
                     "groups")  # fmt: skip
     assert code == 2 and "DenseSiam has no grouping stages" in capsys.readouterr().err
+
+
+def test_folders_are_searched_recursively_and_outputs_keep_the_sub_path(tmp_path, weights, monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    (photos / "2024" / "june").mkdir(parents=True)
+    (photos / ".hidden").mkdir()
+    Image.fromarray(_rgb(12, 14)).save(photos / "top.png")
+    Image.fromarray(_rgb(10, 18)).save(photos / "2024" / "top.png")  # the same name one folder down
+    Image.fromarray(_rgb(16, 12)).save(photos / "2024" / "june" / "beach.jpg")
+    Image.fromarray(_rgb(8, 8)).save(photos / ".hidden" / "skipped.png")
+    out = tmp_path / "out"
+    code = annofree(
+        monkeypatch, "segment", photos, "--weights", weights, "--classes", "cat", "--out", out, "--short-side", 0
+    )
+    assert code == 0, capsys.readouterr().err
+    assert Image.open(out / "top.png").size == (14, 12)
+    assert Image.open(out / "2024" / "top.png").size == (18, 10)
+    assert Image.open(out / "2024" / "june" / "beach.png").size == (12, 16)
+    assert (out / "2024" / "june" / "beach_overlay.png").is_file() and (out / "2024" / "june" / "beach.json").is_file()
+    assert not list(out.rglob("skipped*"))
+
+
+def test_output_names_never_collide():
+    from pathlib import Path
+
+    from annofree.cli.segment import OUTPUT_SUFFIXES, output_names
+
+    wanted = [(Path(f"in/{name}"), Path(name).with_suffix("").as_posix()) for name in [
+        "a.jpg", "a.png", "a.gif", "a_overlay.jpg", "b_groups.png", "b.png", "A.png", "sub/a.jpg", "sub/a.png",
+    ]]  # fmt: skip
+    names = output_names(wanted)
+    files = [(name + suffix).lower() for name in names for suffix in OUTPUT_SUFFIXES]
+    assert len(files) == len(set(files)), names
+    assert names[:3] == ["a", "a_png", "a_gif"] and names[7:] == ["sub/a", "sub/a_png"]
+
+
+def test_progress_bar_on_a_terminal_and_quiet(tmp_path, weights, monkeypatch, capsys):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for name in ("one", "two"):
+        Image.fromarray(_rgb(12, 14)).save(tmp_path / f"{name}.png")
+    common = ["segment", tmp_path / "one.png", tmp_path / "two.png", "--weights", weights, "--classes", "cat"]
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert annofree(monkeypatch, *common, "--out", tmp_path / "out") == 0
+    bar = terminal.getvalue()
+    assert "segment: 100%" in bar and "2/2" in bar and "<00:00" in bar, bar  # done, and the time left (ETA)
+    assert "two.png" in bar  # the file being segmented
+    assert capsys.readouterr().out.count(" -> ") == 2
+    quiet = Terminal()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    assert annofree(monkeypatch, *common, "--out", tmp_path / "out2", "--quiet") == 0
+    assert quiet.getvalue() == "" and capsys.readouterr().out == ""
+    assert (tmp_path / "out2" / "two.png").is_file()
+    plain = io.StringIO()  # not a terminal (a log file, a pipe): no bar
+    monkeypatch.setattr(sys, "stderr", plain)
+    assert annofree(monkeypatch, *common, "--out", tmp_path / "out3") == 0
+    assert "%" not in plain.getvalue() and "segmented 2 of 2 inputs" in plain.getvalue()

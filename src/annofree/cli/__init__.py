@@ -13,7 +13,10 @@ COMMANDS = ["synth", "train", "segment", "evaluate", "convert", "export", "data"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from annofree import __version__
+
     parser = argparse.ArgumentParser(prog="annofree", description="Semantic segmentation without pixel labels.")
+    parser.add_argument("--version", action="version", version=f"annofree {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"annofree.cli.{name}")

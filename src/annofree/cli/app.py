@@ -33,7 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--max-pixels",
         type=int,
         default=25_000_000,
-        help="largest accepted image, in pixels, read from the header before decoding (default %(default)s)",
+        help="largest accepted image, in pixels, read from the header before decoding; the pixels computed on after "
+        "the short-side resize count too (default %(default)s)",
     )
     parser.add_argument(
         "--max-classes", type=int, default=50, help="most class names in one request (default %(default)s)"

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from annofree.cli.segment import check_short_side, make_out_dir, process_images
+from annofree.cli.segment import ImageFile, check_short_side, make_out_dir, process_images
 from annofree.errors import UserError
 
 MAX_CLUSTERS = 256  # ids 0..255 fit in the uint8 PNG
 
 
-def segment_clusters(args: argparse.Namespace, model, files: list[Path], errors: list[str]) -> int:
+def segment_clusters(args: argparse.Namespace, model, files: list[ImageFile], errors: list[str]) -> int:
     """Write NAME.png (uint8 cluster ids) and NAME_overlay.png for every file."""
     from annofree.data.images import load_image
     from annofree.inference.clusters import DENSESIAM_SHORT_SIDE, ClusterSegmenter
@@ -42,7 +42,7 @@ def segment_clusters(args: argparse.Namespace, model, files: list[Path], errors:
         write_cluster_outputs(out_dir, name, image, clusters, segmenter.labels, args.alpha)
         return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {_largest(clusters, segmenter)}"
 
-    return process_images(files, errors, out_dir, work)
+    return process_images(files, errors, out_dir, work, quiet=getattr(args, "quiet", False))
 
 
 def write_cluster_outputs(

@@ -74,16 +74,25 @@ _WRITERS: dict[str, Callable[[object, Path, str], Path]] = {
 }
 
 
+DESCRIPTION = """\
+Convert GroupViT weights between formats: annofree (model.safetensors or a named
+pretrained model), official (the NVlabs .pth release; read without running
+pickled code) and hf (a transformers GroupViTModel directory).
+
+examples:
+  annofree convert --from official group_vit_gcc_yfcc_30e-879422e0.pth --out groupvit/
+  annofree convert --from annofree groupvit/ --to hf --out groupvit-hf/
+  annofree convert --from annofree groupvit/ --to official --out groupvit.pth
+  annofree convert --from hf path/to/groupvit-dir --out groupvit.safetensors
+"""
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "convert",
         help="convert GroupViT weights between annofree, official and transformers formats",
-        description=(
-            "Convert GroupViT weights between formats: annofree (model.safetensors or a named pretrained model), "
-            "official (the NVlabs .pth release; read without running pickled code) and hf (a transformers "
-            "GroupViTModel directory). Examples: --from official group_vit_gcc_yfcc_30e-879422e0.pth --out w; "
-            "--from annofree w --to hf hf_dir; --from annofree w --to official out.pth."
-        ),
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the examples stay one command a line
     )
     parser.add_argument("--from", dest="source_format", required=True, choices=FORMATS, help="input format")
     parser.add_argument("--to", dest="target_format", default="annofree", choices=FORMATS, help="output format")

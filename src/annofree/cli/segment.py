@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ from annofree.inference.zero_shot import (
 )
 
 GROUPVIT_SHORT_SIDE = 448  # --short-side when not given; DenseSiam: inference.clusters.DENSESIAM_SHORT_SIDE
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+OUTPUT_SUFFIXES = ("", "_overlay", "_groups")  # NAME.png and NAME.json, NAME_overlay.png, NAME_groups.png
 
 
 # ----------------------------------------------------------------------------- shared with `annofree evaluate`
@@ -189,7 +190,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(--bg-thresh, --bg-rule, --flip, --mode, --window, --stride, --topk, --prompts) are ignored. --onnx DIR "
         "instead of --weights: a GroupViT exported by `annofree export onnx`, run with onnxruntime (same outputs).",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories of images")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files, or folders of images searched recursively (outputs keep each file's sub-path)",
+    )
     parser.add_argument(
         "--classes", default=None, help='GroupViT only, required there: comma-separated class names, e.g. "cat,dog"'
     )
@@ -202,6 +208,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="overlay",
         help="groups: also NAME_groups.png, the image beside the groups of each grouping stage (GroupViT; one pass "
         "over the whole image at --short-side; colours are group ids, one colour per group of a stage)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only errors: no progress bar (shown on a terminal), no line per image",
     )
     return parser
 
@@ -222,38 +233,64 @@ def parse_classes(text: str) -> list[str]:
     return names
 
 
-def collect_images(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """Files to process (directories expanded to the images directly inside, sorted) and errors for
-    inputs that do not exist. Files named explicitly are tried whatever their suffix."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class ImageFile:
+    """An input image and its output name: the file's stem, under its sub-path inside a folder given."""
+
+    path: Path
+    name: str
+
+
+def collect_images(inputs: Sequence[str]) -> tuple[list[ImageFile], list[str]]:
+    """Files to process, each with a unique output name, and errors for inputs that do not exist.
+
+    Folders are searched recursively, as ``annofree train`` does (:func:`annofree.data.image_folder.list_images`:
+    image suffixes, hidden files and folders skipped), and outputs keep each file's sub-path inside the folder
+    (``photos/2024/a.jpg`` given as ``photos`` -> ``OUT/2024/a.png``). Files named explicitly are tried whatever
+    their suffix.
+    """
+    from annofree.data.image_folder import list_images
+
+    wanted: list[tuple[Path, str]] = []
     errors: list[str] = []
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not inside:
-                errors.append(f"{path}: directory without images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            files.extend(inside)
+            try:
+                inside = [Path(file) for file in list_images(path)]
+            except UserError as exc:
+                errors.append(str(exc))
+                continue
+            wanted += [(file, file.relative_to(path).with_suffix("").as_posix()) for file in inside]
         elif path.exists():
-            files.append(path)
+            wanted.append((path, path.stem))
         else:
             errors.append(f"{path}: no such file or directory")
-    return files, errors
+    names = output_names(wanted)
+    return [ImageFile(path, name) for (path, _), name in zip(wanted, names, strict=True)], errors
 
 
-def output_names(files: Sequence[Path]) -> list[str]:
-    """One output name per file: its stem, made unique (``a.jpg`` and ``a.png`` -> ``a``, ``a_png``)."""
+def output_names(wanted: Sequence[tuple[Path, str]]) -> list[str]:
+    """One output name per ``(file, wanted name)`` such that no two inputs share an output file (NAME.png,
+    NAME.json, NAME_overlay.png, NAME_groups.png), also where case is ignored: ``a.png`` and ``a.jpg`` -> ``a``,
+    ``a_jpg``; then ``_2``, ``_3`` ...; ``a.jpg`` and ``a_overlay.jpg`` do not overwrite each other's files."""
     names: list[str] = []
-    taken: set[str] = set()
-    for path in files:
-        name = path.stem
-        if name in taken:
-            name = f"{path.stem}_{path.suffix.lstrip('.').lower()}" if path.suffix else path.stem
-        base, n = name, 2
-        while name in taken:
-            name, n = f"{base}_{n}", n + 1
-        taken.add(name)
-        names.append(name)
+    taken: set[str] = set()  # every output stem in use, lower-cased
+
+    def free(name: str) -> bool:
+        return not any((name + suffix).lower() in taken for suffix in OUTPUT_SUFFIXES)
+
+    for path, name in wanted:
+        candidates = [name]
+        if path.suffix:
+            candidates.append(f"{name}_{path.suffix.lstrip('.').lower()}")
+        base = candidates[-1]
+        n = 2
+        while not any(free(c) for c in candidates):
+            candidates, n = [f"{base}_{n}"], n + 1
+        chosen = next(c for c in candidates if free(c))
+        taken.update((chosen + suffix).lower() for suffix in OUTPUT_SUFFIXES)
+        names.append(chosen)
     return names
 
 
@@ -296,28 +333,39 @@ def make_out_dir(text: str) -> Path:
     return out_dir
 
 
-def process_images(files: Sequence[Path], errors: Sequence[str], out_dir: Path, work) -> int:
+def process_images(files: Sequence[ImageFile], errors: Sequence[str], out_dir: Path, work, quiet: bool = False) -> int:
     """Run ``work(path, name) -> report line`` on every file; a failed file is reported and skipped.
 
-    Returns the exit code: 1 when any input failed (including ``errors`` found while collecting), else 0.
+    A progress bar with the time left goes to stderr when it is a terminal (not with ``quiet``); the report
+    lines go to stdout (not with ``quiet``). Returns the exit code: 1 when any input failed (including
+    ``errors`` found while collecting), else 0.
     """
+    from tqdm import tqdm
+
     for message in errors:
         print(f"annofree: error: {message}", file=sys.stderr)
     failed = len(errors)
-    for path, name in zip(files, output_names(files), strict=True):
-        try:
-            report = work(path, name)
-        except UserError as exc:
-            print(f"annofree: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        except Exception as exc:  # one bad file (out of memory, disk full...) must not stop the others
-            print(f"annofree: error: {path}: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
-            failed += 1
-            continue
-        print(report)
+    show_bar = not quiet and sys.stderr.isatty()
+    with tqdm(total=len(files), desc="segment", unit="img", file=sys.stderr, disable=not show_bar) as bar:
+        for item in files:
+            bar.set_postfix_str(item.path.name)
+            try:
+                (out_dir / item.name).parent.mkdir(parents=True, exist_ok=True)
+                report = work(item.path, item.name)
+            except UserError as exc:
+                bar.write(f"annofree: error: {exc}", file=sys.stderr)
+                failed += 1
+            except Exception as exc:  # one bad file (out of memory, disk full...) must not stop the others
+                line = f"annofree: error: {item.path}: {type(exc).__name__}: {exc}".splitlines()[0]
+                bar.write(line, file=sys.stderr)
+                failed += 1
+            else:
+                if not quiet:
+                    bar.write(report, file=sys.stdout)
+            bar.update()
     done = len(files) + len(errors) - failed
-    print(f"segmented {done} of {len(files) + len(errors)} inputs into {out_dir}", file=sys.stderr)
+    if not quiet or failed:
+        print(f"segmented {done} of {len(files) + len(errors)} inputs into {out_dir}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -353,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
     return _segment_zero_shot(args, check_groupvit(model, args.weights), files, errors)
 
 
-def _segment_zero_shot(args: argparse.Namespace, model, files: list[Path], errors: list[str]) -> int:
+def _segment_zero_shot(args: argparse.Namespace, model, files: list[ImageFile], errors: list[str]) -> int:
     from annofree.data.images import load_image
 
     if args.classes is None:
@@ -371,4 +419,4 @@ def _segment_zero_shot(args: argparse.Namespace, model, files: list[Path], error
         shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
         return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}"
 
-    return process_images(files, errors, out_dir, work)
+    return process_images(files, errors, out_dir, work, quiet=getattr(args, "quiet", False))

@@ -21,10 +21,24 @@ SYNTH_PARTS = ("train", "val")  # what both kinds write under OUT
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("synth", help="render synthetic data sets", description=__doc__.split("\n")[0])
-    kinds = parser.add_subparsers(dest="kind", required=True)
-    scenes = kinds.add_parser("scenes", help="captioned shape scenes for text-supervised segmentation")
-    textures = kinds.add_parser("textures", help="unlabelled texture scenes for unsupervised segmentation")
+    parser = subparsers.add_parser(
+        "synth",
+        help="render synthetic data sets",
+        description="Synthetic data sets: annofree synth scenes|textures OUT --train N --val M --size S --seed K",
+    )
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="{scenes,textures}")
+    scenes = kinds.add_parser(
+        "scenes",
+        help="captioned shape scenes for text-supervised segmentation",
+        description="Captioned shape scenes (GroupViT): OUT/train/NNNNNN.tar shards of KEY.jpg + KEY.txt (no masks "
+        "reach training) and the segmentation folder OUT/val (images/, labels/, classes.txt).",
+    )
+    textures = kinds.add_parser(
+        "textures",
+        help="unlabelled texture scenes for unsupervised segmentation",
+        description="Unlabelled texture scenes (DenseSiam): a folder of images OUT/train/*.jpg and the segmentation "
+        "folder OUT/val with things.txt; classes are carried by texture and shape, colours are random per object.",
+    )
     for kind, size in ((scenes, 64), (textures, 96)):
         kind.add_argument("out", metavar="OUT", help="output directory")
         kind.add_argument("--train", type=int, default=10000, help="number of training scenes (default 10000)")

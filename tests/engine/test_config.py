@@ -170,3 +170,56 @@ def test_defining_file_follows_the_precedence_of_load_config(tmp_path):
     assert defining_file(tmp_path / "c.yaml", "train.init_weights") == (tmp_path / "b.yaml").resolve()
     assert defining_file(tmp_path / "c.yaml", "train.steps") == (tmp_path / "c.yaml").resolve()
     assert defining_file(tmp_path / "c.yaml", "optim.lr") is None
+
+
+def test_unknown_top_level_sections_are_refused_with_a_hint() -> None:
+    from annofree.engine.config import check_method_config
+    from annofree.methods.base import get_method
+
+    groupvit = get_method("groupvit")
+    with pytest.raises(UserError, match=r"^unknown config section trian \(did you mean train\?\)$"):
+        check_method_config({"method": "groupvit", "trian": {}}, groupvit)
+    with pytest.raises(UserError, match=r"^unknown config section zzz \(known: seed, method, optim, train, model, "):
+        check_method_config({"zzz": 1}, groupvit)
+    check_method_config({"method": "groupvit", "demo": {"anything": 1}}, groupvit)  # `annofree demo`'s own section
+
+
+def test_resume_refuses_another_method_or_model_in_one_line() -> None:
+    from annofree.engine.config import check_resume
+    from annofree.methods.base import get_method
+
+    model_of = get_method("groupvit").model_section
+    saved = {"method": "groupvit", "model": {"image": {"embed_dim": 128, "num_heads": [4, 4, 4]}}}
+    with pytest.raises(UserError, match=r"^cannot resume: .*\(method groupvit -> densesiam\)"):
+        check_resume(saved, {**saved, "method": "densesiam"}, model_of)
+    changed = {**saved, "model": {"image": {"embed_dim": 64, "num_heads": [4, 4, 4]}, "proj_hidden_dim": 512}}
+    with pytest.raises(UserError) as info:
+        check_resume(saved, changed, model_of)
+    assert "model.image.embed_dim 128 -> 64, model.proj_hidden_dim 4096 -> 512" in str(info.value)
+    assert "\n" not in str(info.value)
+    # A default written out, or an optimiser change, is no model change.
+    same = {**saved, "model": {"image": {"embed_dim": 128, "num_heads": [4, 4, 4], "patch_size": 16}}}
+    check_resume(saved, {**same, "optim": {"lr": 1.0}}, model_of)
+
+
+def test_a_training_state_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from annofree.engine.checkpoint import STATE_NAME, state_mismatch
+    from annofree.engine.trainer import train
+
+    from .toy_method import toy_config
+
+    run = tmp_path / "run"
+    train(toy_config(train={"steps": 2}), run, data="toy")
+    state = torch.load(run / STATE_NAME, weights_only=True)
+    expected = dict(state["method"])
+    state["method"]["net.0.weight"] = torch.zeros(3, 3)  # as a run of another model would have saved
+    state["method"]["old.bias"] = state["method"].pop("log_scale")
+    torch.save(state, run / STATE_NAME)
+    assert (
+        state_mismatch(expected, state["method"])
+        == "shapes net.0.weight (3, 3) -> (8, 4); new log_scale; gone old.bias"
+    )
+    with pytest.raises(UserError, match=r"^cannot resume: the saved training state does not fit this config \(shapes "):
+        train(toy_config(train={"steps": 4}), run, data="toy", resume=True)

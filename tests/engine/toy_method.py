@@ -23,6 +23,7 @@ IN_FEATURES, HIDDEN, OUT_FEATURES = 4, 8, 2
 @register
 class ToyMethod(Method):
     name = "toy"
+    sections = ("toy",)
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)

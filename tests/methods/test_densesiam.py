@@ -163,14 +163,18 @@ def test_collapse_monitor() -> None:
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"mode": "finetune"}, "mode must be one of"),
-        ({"loss": {"grid_sise": 3}}, r"unknown loss option\(s\) \['grid_sise'\]"),
-        ({"mode": "pretrain", "model": {"aux_dim": 16}}, "aux_dim must be 0 in pretrain"),
+        ({"mode": "finetune"}, r"config key mode: must be pretrain \| segment"),
+        ({"loss": {"grid_size": 3}}, r"config key loss\.grid_size: belongs to densesiam mode pretrain, not segment"),
+        ({"loss": {"grid_sise": 3}}, r"unknown config key loss\.grid_sise \(did you mean loss\.grid_size\?\)"),
+        ({"mode": "pretrain", "model": {"aux_dim": 16}}, r"model\.aux_dim: must be 0 in pretrain"),
         ({"loss": {"global_weight": 1.0}}, "needs model.global_branch"),
         ({"loss": {"region_start": 1.5}}, "region_start"),
         ({"model": {"aux_dim": 0}, "loss": {"aux_weight": 0.5}}, "needs an over-clustering head"),
-        ({"data": {"view1": {"sise": 3}}}, "unknown view option"),
-        ({"model": {"backbone": "vgg"}}, "model: backbone"),
+        (
+            {"data": {"view1": {"sise": 3}}},
+            r"unknown config key data\.view1\.sise \(did you mean data\.view1\.size\?\)",
+        ),
+        ({"model": {"backbone": "vgg"}}, r"config key model\.backbone: must be resnet18 \| resnet50"),
     ],
 )
 def test_config_errors_are_clear(config: dict, message: str) -> None:

@@ -79,7 +79,7 @@ def test_global_embedding_shapes_and_missing_branch() -> None:
 def test_config_round_trip_and_errors() -> None:
     config = DenseSiamConfig(**TINY, global_branch=True)
     assert DenseSiamConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ValueError, match="unknown DenseSiamConfig keys: clusters"):
+    with pytest.raises(ValueError, match=r"unknown config key model\.clusters \(known: model\.backbone, "):
         DenseSiamConfig.from_dict({"clusters": 3})
     with pytest.raises(ValueError, match="backbone"):
         DenseSiamConfig(backbone="resnet34")

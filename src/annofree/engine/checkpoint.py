@@ -20,6 +20,7 @@ is gathered first so each rank resumes its own random stream.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,23 @@ def load_state(out_dir: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path}: not an annofree training state (format {STATE_FORMAT})")
     return state
+
+
+def state_mismatch(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> str:
+    """In a few words, how the ``saved`` state dict differs from the ``expected`` one ("" when it fits)."""
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} -> {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in saved and hasattr(v, "shape") and hasattr(saved[k], "shape") and saved[k].shape != v.shape
+    ]
+    parts = [
+        f"{label} {', '.join(names[:3])}{f' and {len(names) - 3} more' if len(names) > 3 else ''}"
+        for label, names in (("shapes", shapes), ("new", missing), ("gone", unexpected))
+        if names
+    ]
+    return "; ".join(parts)
 
 
 def progress_of(state: dict[str, Any]) -> Progress:

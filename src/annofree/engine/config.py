@@ -40,54 +40,73 @@ every other section (``model``, ``data``, ``loss``, ...) and read them from the 
 from __future__ import annotations
 
 import copy
-import difflib
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from annofree.errors import UserError
+from annofree.sections import did_you_mean, parse_section, require, spec, unknown_key_error
 from annofree.weights import atomic_write
 
 BASE_KEY = "_base_"
 
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists and mappings -> dicts, so that safe_dump accepts a config built in code."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """The ``optim`` section (see the module docstring)."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = spec(1.0e-3, gt=0)
+    weight_decay: float = spec(0.05, ge=0)
+    betas: tuple[float, float] = spec((0.9, 0.999), ge=0, lt=1)
+    eps: float = spec(1.0e-8, gt=0)
+    momentum: float = spec(0.9, ge=0, lt=1)
+    warmup_steps: int = spec(0, ge=0)
+    warmup_lr: float = spec(0.0, ge=0)
+    min_lr: float = spec(0.0, ge=0)
+    clip_grad: float | None = spec(None, gt=0)
+    accum_steps: int = spec(1, ge=1)
+    lr_scale_batch: int | None = spec(None, gt=0)
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """The ``train`` section (see the module docstring); ``steps`` has no default."""
+
+    steps: int | None = spec(None, gt=0)
+    batch_size: int = spec(32, gt=0)
+    num_workers: int = spec(2, ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_every: int = spec(10, gt=0)
+    save_every: int = spec(1000, ge=0)
+    tensorboard: bool = True
+    data: str | None = None
+    init_weights: str | None = None
+    find_unused_parameters: bool = False
+
+
+ENGINE_SECTIONS = {"optim": OptimSection, "train": TrainSection}
 ENGINE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "method": None,
-    "optim": {
-        "name": "adamw",
-        "lr": 1.0e-3,
-        "weight_decay": 0.05,
-        "betas": [0.9, 0.999],
-        "eps": 1.0e-8,
-        "momentum": 0.9,
-        "warmup_steps": 0,
-        "warmup_lr": 0.0,
-        "min_lr": 0.0,
-        "clip_grad": None,
-        "accum_steps": 1,
-        "lr_scale_batch": None,
-    },
-    "train": {
-        "steps": None,
-        "batch_size": 32,
-        "num_workers": 2,
-        "precision": "fp32",
-        "device": "auto",
-        "log_every": 10,
-        "save_every": 1000,
-        "tensorboard": True,
-        "data": None,
-        "init_weights": None,
-        "find_unused_parameters": False,
-    },
+    **{name: _plain(asdict(section())) for name, section in ENGINE_SECTIONS.items()},
 }
-
-OPTIMIZERS = ("adamw", "sgd")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
+# Top-level sections that `annofree train` does not read: `annofree demo`'s recipe settings.
+OTHER_SECTIONS = ("demo",)
 
 
 class _Loader(yaml.SafeLoader):
@@ -131,6 +150,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: config file not found") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a YAML config (binary, not text); give a .yaml file") from None
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -197,11 +218,6 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _did_you_mean(key: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=3, cutoff=0.6)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
-
-
 def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` / ``+key.sub=value`` words to a copy of ``config``."""
     result = copy.deepcopy(dict(config))
@@ -223,7 +239,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
             where = ".".join(parts[: depth + 1])
             if part not in node:
                 if not add:
-                    hint = _did_you_mean(where, flatten(result))
+                    hint = did_you_mean(where, flatten(result))
                     raise UserError(
                         f"override {word!r}: unknown config key {where!r}{hint}; write +{dotted}=... to add"
                     )
@@ -232,7 +248,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
                 raise UserError(f"override {word!r}: {where!r} is {node[part]!r}, not a section")
             node = node[part]
         if parts[-1] not in node and not add:
-            hint = _did_you_mean(dotted, flatten(result))
+            hint = did_you_mean(dotted, flatten(result))
             raise UserError(f"override {word!r}: unknown config key {dotted!r}{hint}; write +{dotted}=... to add it")
         node[parts[-1]] = value
     return result
@@ -260,97 +276,63 @@ def save_config(config: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists and mappings -> dicts, so that safe_dump accepts a config built in code."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-# --- validation of the engine's sections -------------------------------------------------------------
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check(ok: bool, key: str, need: str, value: Any) -> None:
-    if not ok:
-        raise UserError(f"config key {key}: must be {need}, got {value!r}")
+# --- validation ----------------------------------------------------------------------------------------
 
 
 def resolve_engine_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` with the engine defaults filled in and the engine sections checked.
-
-    Unknown keys inside ``optim`` and ``train`` are errors (they would be silently ignored otherwise).
-    """
-    for section in ("optim", "train"):
-        value = config.get(section, {})
-        _check(isinstance(value, Mapping), section, "a mapping", value)
-        for key in value:
-            if key not in ENGINE_DEFAULTS[section]:
-                known = [f"{section}.{k}" for k in ENGINE_DEFAULTS[section]]
-                raise UserError(f"unknown config key {section}.{key}{_did_you_mean(f'{section}.{key}', known)}")
-    cfg = merge(ENGINE_DEFAULTS, config)
-    optim, train = cfg["optim"], cfg["train"]
-
-    _check(_is_int(cfg["seed"]) and 0 <= cfg["seed"] < 2**32 - 1024, "seed", "an integer in [0, 2**32)", cfg["seed"])
-    _check(cfg["method"] is None or isinstance(cfg["method"], str), "method", "a method name", cfg["method"])
-    _check(optim["name"] in OPTIMIZERS, "optim.name", " | ".join(OPTIMIZERS), optim["name"])
-    momentum = optim["momentum"]
-    _check(_is_number(momentum) and 0 <= momentum < 1, "optim.momentum", "a number in [0, 1)", momentum)
-    for key in ("lr", "eps"):
-        _check(_is_number(optim[key]) and optim[key] > 0, f"optim.{key}", "a positive number", optim[key])
-    for key in ("weight_decay", "warmup_lr", "min_lr"):
-        _check(_is_number(optim[key]) and optim[key] >= 0, f"optim.{key}", "a number >= 0", optim[key])
-    betas = optim["betas"]
-    _check(
-        isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in betas),
-        "optim.betas",
-        "two numbers in [0, 1)",
-        betas,
-    )
-    optim["betas"] = [float(b) for b in betas]
-    clip = optim["clip_grad"]
-    _check(clip is None or (_is_number(clip) and clip > 0), "optim.clip_grad", "null or a positive number", clip)
-    _check(
-        _is_int(optim["warmup_steps"]) and optim["warmup_steps"] >= 0,
-        "optim.warmup_steps",
-        "an integer >= 0",
-        optim["warmup_steps"],
-    )
-    _check(
-        _is_int(optim["accum_steps"]) and optim["accum_steps"] >= 1,
-        "optim.accum_steps",
-        "an integer >= 1",
-        optim["accum_steps"],
-    )
-    scale = optim["lr_scale_batch"]
-    _check(scale is None or (_is_int(scale) and scale > 0), "optim.lr_scale_batch", "null or a positive integer", scale)
-
-    if train["steps"] is None:
+    """A copy of ``config`` with the engine sections checked (:class:`OptimSection`, :class:`TrainSection`)
+    and their defaults filled in; a bad key or value is a one-line ``ConfigError`` naming it."""
+    cfg = copy.deepcopy(dict(config))
+    seed = cfg.setdefault("seed", ENGINE_DEFAULTS["seed"])
+    require(isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32 - 1024, "seed",
+            "an integer in [0, 2**32)", seed)  # fmt: skip
+    method = cfg.setdefault("method", None)
+    require(method is None or isinstance(method, str), "method", "a method name", method)
+    for name, section in ENGINE_SECTIONS.items():
+        cfg[name] = _plain(asdict(parse_section(section, cfg.get(name), name)))
+    if cfg["train"]["steps"] is None:
         raise UserError("config key train.steps is not set (the number of optimiser steps to train)")
-    for key in ("steps", "batch_size", "log_every"):
-        _check(_is_int(train[key]) and train[key] > 0, f"train.{key}", "a positive integer", train[key])
-    for key in ("num_workers", "save_every"):
-        _check(_is_int(train[key]) and train[key] >= 0, f"train.{key}", "an integer >= 0", train[key])
-    _check(train["precision"] in PRECISIONS, "train.precision", " | ".join(PRECISIONS), train["precision"])
-    _check(train["device"] in DEVICES, "train.device", " | ".join(DEVICES), train["device"])
-    for key in ("tensorboard", "find_unused_parameters"):
-        _check(isinstance(train[key], bool), f"train.{key}", "true or false", train[key])
-    _check(
-        train["data"] is None or isinstance(train["data"], str), "train.data", "null or a data pattern", train["data"]
-    )
-    _check(
-        train["init_weights"] is None or isinstance(train["init_weights"], str),
-        "train.init_weights",
-        "null or a weights path",
-        train["init_weights"],
-    )
     return cfg
+
+
+def check_method_config(config: Mapping[str, Any], method_cls: Any) -> Any:
+    """Every top-level key of ``config`` is the engine's, the method's (``method_cls.sections``) or another
+    command's (``demo``), and the method's sections pass ``method_cls.check_config`` (returned)."""
+    known = [*ENGINE_DEFAULTS, *method_cls.sections, *OTHER_SECTIONS]
+    for key in config:
+        if key not in known:
+            raise unknown_key_error("", str(key), known)
+    return method_cls.check_config(dict(config))
+
+
+def check_resume(saved: Mapping[str, Any], now: Mapping[str, Any], model_of: Any) -> None:
+    """Refuse to resume a run saved with ``saved`` (its config.yaml) under the config ``now`` when the
+    trained modules would not fit: another method or another model. ``model_of(config)`` gives a config's
+    model section in full (defaults filled in), so that writing a default out is no difference."""
+    if saved.get("method") != now.get("method"):
+        raise UserError(
+            f"cannot resume: the run is a {saved.get('method')} run, the config is for {now.get('method')} "
+            f"(method {saved.get('method')} -> {now.get('method')}); give another --out"
+        )
+    try:
+        before = model_of(saved)
+    except UserError:  # a saved config that no longer parses: the state's own check at loading decides
+        return
+    after = model_of(now)
+    before, after = (
+        {k: v for k, v in flatten(m, "model.").items() if not isinstance(v, Mapping)} for m in (before, after)
+    )
+    changed = [k for k in sorted(before.keys() | after.keys()) if before.get(k) != after.get(k)]
+    if changed:
+        shown = ", ".join(f"{k} {_short(before.get(k))} -> {_short(after.get(k))}" for k in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise UserError(
+            f"cannot resume: the model differs from the saved run's ({shown}{more}); "
+            "drop those overrides or give another --out"
+        )
+
+
+def _short(value: Any) -> str:
+    text = "(unset)" if value is None else yaml.safe_dump(_plain(value), default_flow_style=True).strip()
+    text = text.removesuffix("\n...").strip()
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from annofree.engine import checkpoint, distributed
 from annofree.engine.checkpoint import Progress
-from annofree.engine.config import flatten, load_config, resolve_engine_config
+from annofree.engine.config import check_method_config, check_resume, flatten, load_config, resolve_engine_config
 from annofree.engine.logging import RunLogger
 from annofree.engine.optim import build_optimizer, build_schedule
 from annofree.errors import UserError
@@ -194,8 +194,13 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
     if not cfg["method"]:
         raise UserError("the config names no method (set `method: NAME`)")
     method_cls = get_method(cfg["method"])
+    check_method_config(cfg, method_cls)  # every section, before any work
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for the run (it is created if missing)")
     state = _previous_state(out_dir, resume)
+    if state is not None and (out_dir / checkpoint.CONFIG_NAME).is_file():
+        check_resume(load_config(out_dir / checkpoint.CONFIG_NAME, defaults=None), cfg, method_cls.model_section)
     if state is not None and state["step"] > cfg["train"]["steps"]:
         raise UserError(
             f"{out_dir}: the checkpoint is at step {state['step']}, beyond train.steps={cfg['train']['steps']}"
@@ -229,8 +234,12 @@ class _Run:
         self.clip = float(optim_cfg["clip_grad"]) if optim_cfg["clip_grad"] else math.inf
 
     def load(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError):  # a torch dump of every tensor: say what differs in one line
+            differs = checkpoint.state_mismatch(self.method.state_dict(), state["method"]) or "the optimiser state"
+            raise UserError(f"cannot resume: the saved training state does not fit this config ({differs})") from None
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
 

@@ -32,11 +32,25 @@ class LoaderSpec:
 class Method(nn.Module):
     """A trainable method.
 
-    Subclasses set ``name``, build their modules in ``__init__(config)`` from the resolved config
-    (a plain nested dict) and implement the three methods below.
+    Subclasses set ``name`` and ``sections``, check their sections in ``check_config`` (typed sections,
+    :mod:`annofree.sections`), build their modules in ``__init__(config)`` from the resolved config (a plain
+    nested dict) and implement the three methods below.
     """
 
     name: ClassVar[str] = ""
+    sections: ClassVar[tuple[str, ...]] = ()  # the top-level config keys it reads, besides the engine's
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> Any:
+        """Check every section the method reads (keys, types, ranges, the rules between them) without
+        building anything, and return what ``__init__`` builds from. A bad value raises a one-line
+        ``ConfigError`` naming its dotted key; the engine calls this before any work starts."""
+        return None
+
+    @classmethod
+    def model_section(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The config's ``model`` section in full (defaults filled in): a resume compares it with the run's."""
+        return dict(config.get("model") or {})
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()

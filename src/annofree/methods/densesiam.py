@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,11 +43,11 @@ from annofree.data.image_folder import image_batches
 from annofree.data.overlap import replay_crop, sample_overlap
 from annofree.data.shards import derive_seed
 from annofree.data.views import TwoViews, View, ViewConfig
-from annofree.errors import UserError
 from annofree.losses.region import region_infonce
 from annofree.losses.siamese import aux_loss_weights, self_label_loss, symmetric_similarity_loss
 from annofree.methods.base import LoaderSpec, Method, register
 from annofree.models.densesiam import DenseSiam, DenseSiamConfig
+from annofree.sections import ConfigError, parse_section, require, spec, unknown_key_error
 
 MODES = ("pretrain", "segment")
 
@@ -105,20 +105,25 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class LossOptions:
-    """The ``loss`` section resolved: weights are numbers (0 = branch off)."""
+    """The ``loss`` section resolved (the mode's defaults filled in, "auto" weights made numbers; 0 = branch off)."""
 
-    similarity: str
-    global_weight: float
-    pix_weight: float
-    region_weight: float
-    region_start: int | float
-    region_temperature: float
-    grid_size: int = 7
-    min_overlap: float = 0.0
-    aux_weight: float = 0.0
-    seg_weight: float = 0.0
-    seg_reweight: str | None = None
-    seg_target: str = "self"
+    similarity: Literal["cosine", "ce"]
+    global_weight: float = spec(ge=0)
+    pix_weight: float = spec(ge=0)
+    region_weight: float = spec(ge=0)
+    region_start: int | float = spec(ge=0)  # an int: the optimiser step; a float in [0, 1]: that fraction
+    region_temperature: float = spec(gt=0)
+    grid_size: int = spec(7, ge=1)
+    min_overlap: float = spec(0.0, ge=0)
+    aux_weight: float = spec(0.0, ge=0)
+    seg_weight: float = spec(0.0, ge=0)
+    seg_reweight: Literal["frequency", "inverse"] | None = None
+    seg_target: Literal["self", "cross"] = "self"
+
+    def __post_init__(self):
+        start = self.region_start
+        require(isinstance(start, int) or start <= 1, "region_start",
+                "a step (an integer >= 0) or a fraction in [0, 1]", start)  # fmt: skip
 
     def region_start_step(self, total_steps: int) -> int:
         if isinstance(self.region_start, float):
@@ -126,83 +131,96 @@ class LossOptions:
         return self.region_start
 
 
-def _section(config: dict[str, Any], name: str, defaults: dict[str, Any], mode: str) -> dict[str, Any]:
-    """``config[name]`` over ``defaults``; an unknown key is a UserError (it would be silently ignored)."""
-    given = config.get(name) or {}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise UserError(f"unknown {name} option(s) {unknown} for densesiam mode {mode} (known: {sorted(defaults)})")
-    return {**defaults, **given}
+@dataclass(frozen=True)
+class DataSection:
+    """The ``data`` section as written (the mode's defaults are filled in by :func:`resolve_data`)."""
+
+    image_size: int = spec(640, gt=0)
+    view1: dict[str, Any] | None = None
+    view2: dict[str, Any] | None = None
+    shuffle_buffer: int = spec(1000, ge=0)
+
+
+class DenseSiamSections(NamedTuple):
+    mode: str
+    model: DenseSiamConfig
+    loss: LossOptions
+    data: DataSection
+    views: TwoViews
+
+
+def check_mode(config: dict[str, Any]) -> str:
+    mode = config.get("mode", "segment")
+    require(mode in MODES, "mode", " | ".join(MODES), mode)
+    return mode
 
 
 def resolve_loss(config: dict[str, Any], mode: str, model: DenseSiamConfig) -> LossOptions:
     """The ``loss`` section with the mode's defaults, "auto" weights resolved and checked against the model."""
-    loss = _section(config, "loss", LOSS_DEFAULTS[mode], mode)
+    given, defaults = config.get("loss") or {}, LOSS_DEFAULTS[mode]
+    require(isinstance(given, dict), "loss", "a section (key: value lines)", given)
+    for key in given:
+        if key not in defaults:
+            other = next((m for m in MODES if key in LOSS_DEFAULTS[m]), None)
+            if other is not None:
+                raise ConfigError(f"loss.{key}", f"belongs to densesiam mode {other}, not {mode}")
+            raise unknown_key_error("loss", str(key), {k: None for m in MODES for k in LOSS_DEFAULTS[m]})
+    loss = {**defaults, **given}
     if model.aux_dim:
         if mode == "pretrain":
-            raise UserError("model.aux_dim must be 0 in pretrain mode (the over-clustering head is for segment)")
+            raise ConfigError("model.aux_dim", "must be 0 in pretrain mode (the over-clustering head is for segment)")
         w_main, w_aux = aux_loss_weights(model.dense_dim, model.aux_dim)
         loss["pix_weight"] = w_main if loss["pix_weight"] == "auto" else loss["pix_weight"]
         loss["aux_weight"] = w_aux if loss["aux_weight"] == "auto" else loss["aux_weight"]
     else:
         loss["pix_weight"] = 1.0 if loss["pix_weight"] == "auto" else loss["pix_weight"]
         if loss.get("aux_weight") not in (None, "auto", 0, 0.0):
-            raise UserError("loss.aux_weight needs an over-clustering head (model.aux_dim > 0)")
+            raise ConfigError("loss.aux_weight", "needs an over-clustering head (model.aux_dim > 0)")
         loss["aux_weight"] = 0.0
-    options = LossOptions(**loss)
-    _check_loss(options, model)
+    options = parse_section(LossOptions, loss, "loss")
+    if options.global_weight > 0 and not model.global_branch:
+        raise ConfigError("loss.global_weight", "> 0 needs model.global_branch: true")
+    if options.region_weight > 0 and not model.region_branch:
+        raise ConfigError("loss.region_weight", "> 0 needs model.region_branch: true")
     return options
 
 
-def _check_loss(loss: LossOptions, model: DenseSiamConfig) -> None:
-    for name in ("global_weight", "pix_weight", "region_weight", "aux_weight", "seg_weight"):
-        value = getattr(loss, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise UserError(f"loss.{name} must be a number, got {value!r}")
-    if loss.global_weight > 0 and not model.global_branch:
-        raise UserError("loss.global_weight > 0 needs model.global_branch: true")
-    if loss.region_weight > 0 and not model.region_branch:
-        raise UserError("loss.region_weight > 0 needs model.region_branch: true")
-    if loss.similarity not in ("cosine", "ce"):
-        raise UserError(f"loss.similarity must be cosine or ce, got {loss.similarity!r}")
-    if loss.seg_reweight not in (None, "frequency", "inverse") or loss.seg_target not in ("self", "cross"):
-        raise UserError("loss.seg_reweight must be null, frequency or inverse and loss.seg_target self or cross")
-    start = loss.region_start
-    is_number = isinstance(start, (int, float)) and not isinstance(start, bool)
-    if not is_number or start < 0 or (isinstance(start, float) and start > 1):
-        raise UserError(f"loss.region_start must be a step (int >= 0) or a fraction in [0, 1], got {start!r}")
-    if loss.grid_size < 1:
-        raise UserError(f"loss.grid_size must be >= 1, got {loss.grid_size}")
-
-
-def resolve_views(data: dict[str, Any]) -> TwoViews:
-    """``data.view1`` and ``data.view2`` (view 2 = view 1 with ``view2``'s options on top)."""
-    view1 = {**(data.get("view1") or {})}
-    return TwoViews(ViewConfig.from_dict(view1), ViewConfig.from_dict({**view1, **(data.get("view2") or {})}))
+def resolve_data(config: dict[str, Any], mode: str) -> tuple[DataSection, TwoViews]:
+    """The ``data`` section over the mode's defaults, and its two views (view 2 = view 1 with ``view2`` on top)."""
+    given = config.get("data") or {}
+    parse_section(DataSection, given, "data")  # keys and types as written
+    defaults = DATA_DEFAULTS[mode]
+    data = parse_section(DataSection, {**defaults, **given}, "data")
+    view1 = {**defaults["view1"], **(data.view1 or {})}
+    view2 = {**view1, **defaults["view2"], **(data.view2 or {})}
+    views = TwoViews(parse_section(ViewConfig, view1, "data.view1"), parse_section(ViewConfig, view2, "data.view2"))
+    return data, views
 
 
 @register
 class DenseSiamMethod(Method):
     name = "densesiam"
 
+    sections = ("mode", "model", "data", "loss")
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> DenseSiamSections:
+        mode = check_mode(config)
+        model = DenseSiamConfig.from_dict(config.get("model"))
+        loss = resolve_loss(config, mode, model)
+        data, views = resolve_data(config, mode)
+        return DenseSiamSections(mode, model, loss, data, views)
+
+    @classmethod
+    def model_section(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return DenseSiamConfig.from_dict(config.get("model")).to_dict()
+
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        self.mode = config.get("mode", "segment")
-        if self.mode not in MODES:
-            raise UserError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        try:
-            model_config = DenseSiamConfig.from_dict(config.get("model") or {})
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"model: {exc}") from None
+        self.mode, model_config, self.loss, data, self.views = self.check_config(config)
         self.model = DenseSiam(model_config)
-        self.loss = resolve_loss(config, self.mode, model_config)
-        defaults = DATA_DEFAULTS[self.mode]
-        data = _section(config, "data", defaults, self.mode)
-        data["view1"] = {**defaults["view1"], **(data["view1"] or {})}
-        data["view2"] = {**defaults["view2"], **(data["view2"] or {})}
-        self.views = resolve_views(data)
-        self.image_size = int(data["image_size"])
-        self.shuffle_buffer = int(data["shuffle_buffer"])
+        self.image_size = data.image_size
+        self.shuffle_buffer = data.shuffle_buffer
         self._carried_skips = 0
         self.region_on = self.loss.region_weight > 0 and self.loss.region_start_step(1) == 0
 

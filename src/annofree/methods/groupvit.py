@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,12 +33,12 @@ from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE, SUBS
 from annofree.data.shards import derive_seed, image_text_batches
 from annofree.data.tokenizer import get_tokenizer
 from annofree.data.transforms import random_resized_crop
-from annofree.errors import UserError
 from annofree.losses.contrastive import image_text_contrastive_loss
 from annofree.losses.multi_label import multi_label_contrastive_loss
 from annofree.losses.multi_label_sigmoid import multi_label_sigmoid_loss
 from annofree.methods.base import LoaderSpec, Method, register
 from annofree.models import GroupViT, GroupViTConfig
+from annofree.sections import ConfigError, parse_section, require, spec
 
 # GroupViT's template sets by its names (``data.text_aug.template_set``).
 TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "subset": SUBSET_TEMPLATES, "simple": (SEGMENTATION_TEMPLATE,)}
@@ -85,13 +85,47 @@ def make_sample(options: SampleOptions, key: str, image: np.ndarray, caption: st
     }
 
 
-def stop_nouns(words: Any) -> frozenset[str]:
-    """``data.stop_nouns``: a list of words (lowercase singular nouns, as extracted) never used as prompts."""
-    if words is None:
-        return frozenset()
-    if not isinstance(words, list | tuple) or not all(isinstance(w, str) and w.strip() for w in words):
-        raise UserError(f"data.stop_nouns must be a list of words, got {words!r:.80}")
-    return frozenset(w.strip().lower() for w in words)
+@dataclass(frozen=True)
+class DataSection:
+    """The ``data`` section (see the module docstring)."""
+
+    image_size: int | None = spec(None, gt=0)  # None: the model's model.image.img_size
+    crop_scale: tuple[float, float] = spec((0.08, 1.0), gt=0, le=1)  # crop area as a fraction of the image's
+    crop_ratio: tuple[float, float] = spec((3 / 4, 4 / 3), gt=0)
+    flip: bool = True
+    num_prompts: int = spec(3, ge=0)
+    templates: str = "full"
+    shuffle_buffer: int = spec(1000, ge=0)
+    stop_nouns: tuple[str, ...] | None = None  # lowercase singular nouns, as extracted, never used as prompts
+
+    def __post_init__(self):
+        require(self.crop_scale[0] <= self.crop_scale[1], "crop_scale", "[low, high] with low <= high",
+                list(self.crop_scale))  # fmt: skip
+        require(self.crop_ratio[0] <= self.crop_ratio[1], "crop_ratio", "[low, high] with low <= high",
+                list(self.crop_ratio))  # fmt: skip
+        require(self.templates in TEMPLATE_SETS, "templates", " | ".join(TEMPLATE_SETS), self.templates)
+        words = self.stop_nouns or ()
+        require(all(word.strip() for word in words), "stop_nouns", "a list of words", list(words))
+
+
+@dataclass(frozen=True)
+class LossSection:
+    """The ``loss`` section (see the module docstring)."""
+
+    multi_label_weight: float = spec(1.0, ge=0)
+    same_text_positive: bool = False
+    multi_label_form: str = "softmax"
+    patch_token_weight: float = spec(0.0, ge=0)
+
+    def __post_init__(self):
+        require(self.multi_label_form in MULTI_LABEL_FORMS, "multi_label_form", " | ".join(MULTI_LABEL_FORMS),
+                self.multi_label_form)  # fmt: skip
+
+
+class GroupViTSections(NamedTuple):
+    model: GroupViTConfig
+    data: DataSection
+    loss: LossSection
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -102,36 +136,44 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
 class GroupViTMethod(Method):
     name = "groupvit"
 
+    sections = ("model", "data", "loss")
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> GroupViTSections:
+        model = GroupViTConfig.from_dict(config.get("model"))
+        data = parse_section(DataSection, config.get("data"), "data")
+        loss = parse_section(LossSection, config.get("loss"), "loss")
+        if (loss.multi_label_weight or loss.patch_token_weight) and data.num_prompts < 1:
+            raise ConfigError("data.num_prompts", "must be >= 1 when loss.multi_label_weight or "
+                              "loss.patch_token_weight > 0 (they compare images with prompts)")  # fmt: skip
+        return GroupViTSections(model, data, loss)
+
+    @classmethod
+    def model_section(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return GroupViTConfig.from_dict(config.get("model")).to_dict()
+
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        self.model = GroupViT(GroupViTConfig.from_dict(config.get("model") or {}))
-        data, loss = config.get("data") or {}, config.get("loss") or {}
-        templates = str(data.get("templates", "full"))
-        if templates not in TEMPLATE_SETS:
-            raise UserError(f"data.templates must be one of {sorted(TEMPLATE_SETS)}, got {templates!r}")
+        model, data, loss = self.check_config(config)
+        self.model = GroupViT(model)
         self.sample_options = SampleOptions(
-            image_size=int(data.get("image_size", self.model.config.image.img_size)),
-            crop_scale=tuple(float(v) for v in data.get("crop_scale", (0.08, 1.0))),
-            crop_ratio=tuple(float(v) for v in data.get("crop_ratio", (3 / 4, 4 / 3))),
-            flip=bool(data.get("flip", True)),
-            num_prompts=int(data.get("num_prompts", 3)),
-            templates=templates,
-            context_length=self.model.config.text.context_length,
-            stop_nouns=stop_nouns(data.get("stop_nouns")),
+            image_size=data.image_size or model.image.img_size,
+            crop_scale=data.crop_scale,
+            crop_ratio=data.crop_ratio,
+            flip=data.flip,
+            num_prompts=data.num_prompts,
+            templates=data.templates,
+            context_length=model.text.context_length,
+            stop_nouns=frozenset(word.strip().lower() for word in data.stop_nouns or ()),
         )
-        self.shuffle_buffer = int(data.get("shuffle_buffer", 1000))
+        self.shuffle_buffer = data.shuffle_buffer
         self._carried_skips = 0
-        self.multi_label_weight = float(loss.get("multi_label_weight", 1.0))
-        self.same_text_positive = bool(loss.get("same_text_positive", False))
-        self.multi_label_form = str(loss.get("multi_label_form", "softmax"))
-        self.patch_token_weight = float(loss.get("patch_token_weight", 0.0))
-        if self.multi_label_form not in MULTI_LABEL_FORMS:
-            forms, got = list(MULTI_LABEL_FORMS), self.multi_label_form
-            raise UserError(f"loss.multi_label_form must be one of {forms}, got {got!r}")
+        self.multi_label_weight = loss.multi_label_weight
+        self.same_text_positive = loss.same_text_positive
+        self.multi_label_form = loss.multi_label_form
+        self.patch_token_weight = loss.patch_token_weight
         if self.multi_label_form == "sigmoid":
             self.multi_label_bias = torch.nn.Parameter(torch.tensor(SIGMOID_BIAS_INIT))
-        if (self.multi_label_weight or self.patch_token_weight) and self.sample_options.num_prompts < 1:
-            raise UserError("loss.multi_label_weight or loss.patch_token_weight > 0 needs data.num_prompts >= 1")
 
     def train_batches(self, spec: LoaderSpec):
         sample_fn = functools.partial(make_sample, self.sample_options)

@@ -1,39 +1,50 @@
-"""Model configurations as plain dataclasses (built from the ``model`` section of a YAML config)."""
+"""Model configurations as typed dataclasses (built from the ``model`` section of a YAML config).
+
+``GroupViTConfig.from_dict(section)`` checks every key, type and range and the model's own rules (one
+entry per stage, heads that divide the width, a patch that divides the image, ...); each failure is a
+one-line :class:`~annofree.sections.ConfigError` naming the key (``model.image.num_heads``), raised before
+any module is built. Building a config in code runs the same rules.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from annofree.sections import parse_section, require, spec
+
+STEMS = ("patch", "conv", "cnn")
 
 
 @dataclass
 class ImageEncoderConfig:
     """GroupViT image encoder; defaults are the reference's gcc_yfcc model."""
 
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    stem: str = "patch"  # "patch": the paper's linear patch projection; "conv" / "cnn": conv stems (image_encoder.py)
-    embed_dim: int = 384
-    depths: tuple[int, ...] = (6, 3, 3)
-    num_heads: tuple[int, ...] = (6, 6, 6)
-    num_group_tokens: tuple[int, ...] = (64, 8, 0)
-    num_output_groups: tuple[int, ...] = (64, 8)
-    mlp_ratio: float = 4.0
-    assign_mlp_ratio: tuple[float, float] = (0.5, 4.0)
+    img_size: int = spec(224, gt=0)
+    patch_size: int = spec(16, gt=0)
+    in_chans: int = spec(3, gt=0)
+    # "patch": the paper's linear patch projection; "conv" / "cnn": conv stems (image_encoder.py)
+    stem: Literal["patch", "conv", "cnn"] = "patch"
+    embed_dim: int = spec(384, gt=0)
+    depths: tuple[int, ...] = spec((6, 3, 3), ge=0)  # 0: a stage of grouping only
+    num_heads: tuple[int, ...] = spec((6, 6, 6), gt=0)
+    num_group_tokens: tuple[int, ...] = spec((64, 8, 0), ge=0)
+    num_output_groups: tuple[int, ...] = spec((64, 8), gt=0)
+    mlp_ratio: float = spec(4.0, gt=0)
+    assign_mlp_ratio: tuple[float, float] = spec((0.5, 4.0), gt=0)
     qkv_bias: bool = True
-    drop_path_rate: float = 0.1
-    attn_drop_rate: float = 0.0
+    drop_path_rate: float = spec(0.1, ge=0, lt=1)
+    attn_drop_rate: float = spec(0.0, ge=0, lt=1)
     hard_assignment: bool = True
     gumbel: bool = True  # Gumbel noise on the assignment in training (the reference's `gumbel`); off: plain argmax
-    gumbel_tau: float = 1.0
-    assign_eps: float = 1.0
+    gumbel_tau: float = spec(1.0, gt=0)
+    assign_eps: float = spec(1.0, ge=0)
     # The paper adds each group token to the mean of the image tokens assigned to it. Off, a segment token is
     # made of its own image tokens only, so it cannot carry what the group token saw elsewhere in the image
     # (docs/learning.md, "the groups cannot be named").
     group_residual: bool = True
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = spec(1e-5, gt=0)
 
     def __post_init__(self):
         self.depths = tuple(self.depths)
@@ -42,47 +53,59 @@ class ImageEncoderConfig:
         self.num_output_groups = tuple(self.num_output_groups)
         self.assign_mlp_ratio = tuple(self.assign_mlp_ratio)
         stages = len(self.depths)
-        if not (len(self.num_heads) == len(self.num_group_tokens) == stages):
-            raise ValueError("depths, num_heads and num_group_tokens need one entry per stage")
-        if len(self.num_output_groups) < stages - 1:
-            raise ValueError("num_output_groups needs one entry per grouping stage (stages - 1)")
+        require(stages >= 1, "depths", "one entry (blocks) per stage", self.depths)
+        for name in ("num_heads", "num_group_tokens"):
+            require(len(getattr(self, name)) == stages, name, f"one entry per stage ({stages}, as depths)",
+                    getattr(self, name))  # fmt: skip
         # transformers' configs carry one extra, unused entry for the last stage.
+        require(len(self.num_output_groups) >= stages - 1, "num_output_groups",
+                f"one entry per grouping stage ({stages - 1}, stages - 1)", self.num_output_groups)  # fmt: skip
         self.num_output_groups = self.num_output_groups[: stages - 1]
-        if self.stem not in ("patch", "conv", "cnn"):
-            raise ValueError(f"stem must be 'patch', 'conv' or 'cnn', got {self.stem!r}")
-        if self.img_size % self.patch_size:
-            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        require(self.stem in STEMS, "stem", " | ".join(STEMS), self.stem)
+        require(all(t > 0 for t in self.num_group_tokens[: stages - 1]), "num_group_tokens",
+                "> 0 for every stage but the last (its group tokens are what it groups into)",
+                self.num_group_tokens)  # fmt: skip
+        bad = [h for h in self.num_heads if self.embed_dim % h]
+        require(not bad, "num_heads", f"divisors of embed_dim {self.embed_dim}", self.num_heads)
+        require(self.img_size % self.patch_size == 0, "patch_size", f"a divisor of img_size {self.img_size}",
+                self.patch_size)  # fmt: skip
+        power_of_two = self.patch_size >= 2 and self.patch_size & (self.patch_size - 1) == 0
+        require(self.stem == "patch" or power_of_two, "patch_size",
+                f"a power-of-two patch_size >= 2 for stem {self.stem!r}", self.patch_size)  # fmt: skip
 
 
 @dataclass
 class TextEncoderConfig:
     """CLIP-style causal text transformer; defaults are the reference's (12 layers, width 256)."""
 
-    context_length: int = 77
-    vocab_size: int = 49408
-    width: int = 256
-    layers: int = 12
-    heads: int = 4
-    mlp_ratio: float = 4.0
-    layer_norm_eps: float = 1e-5
+    context_length: int = spec(77, gt=0)
+    vocab_size: int = spec(49408, gt=0)
+    width: int = spec(256, gt=0)
+    layers: int = spec(12, gt=0)
+    heads: int = spec(4, gt=0)
+    mlp_ratio: float = spec(4.0, gt=0)
+    layer_norm_eps: float = spec(1e-5, gt=0)
+
+    def __post_init__(self):
+        require(self.width % self.heads == 0, "heads", f"a divisor of width {self.width}", self.heads)
 
 
 @dataclass
 class GroupViTConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    embed_dim: int = 256  # shared image-text space
-    proj_hidden_dim: int = 4096
+    embed_dim: int = spec(256, gt=0)  # shared image-text space
+    proj_hidden_dim: int = spec(4096, gt=0)
     logit_scale_init: float = math.log(1 / 0.07)
     # Normalisation applied to pixels before the encoder; ImageNet statistics as in the reference.
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    pixel_std: tuple[float, float, float] = spec((0.229, 0.224, 0.225), gt=0)
 
     def __post_init__(self):
         if isinstance(self.image, dict):
-            self.image = _from_dict(ImageEncoderConfig, self.image)
+            self.image = parse_section(ImageEncoderConfig, self.image, "image")
         if isinstance(self.text, dict):
-            self.text = _from_dict(TextEncoderConfig, self.text)
+            self.text = parse_section(TextEncoderConfig, self.text, "text")
         self.pixel_mean = tuple(self.pixel_mean)
         self.pixel_std = tuple(self.pixel_std)
 
@@ -91,15 +114,8 @@ class GroupViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GroupViTConfig:
-        return _from_dict(cls, d)
-
-
-def _from_dict(cls, d: dict[str, Any]):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return cls(**d)
+        """From a ``model`` section; a bad key or value is a ``ConfigError`` naming ``model.KEY``."""
+        return parse_section(cls, d, "model")
 
 
 def _plain(obj):

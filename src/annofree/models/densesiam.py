@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from annofree.models.config import _from_dict, _plain
+from annofree.models.config import _plain
 from annofree.models.densesiam_heads import (
     DensePredictor,
     DenseProjector,
@@ -45,6 +45,7 @@ from annofree.models.densesiam_heads import (
 )
 from annofree.models.fpn import FPNDecoder
 from annofree.models.resnet import RESNETS
+from annofree.sections import parse_section, require, spec
 
 
 @dataclass
@@ -54,42 +55,41 @@ class DenseSiamConfig:
     backbone: str = "resnet18"  # resnet18 | resnet50
     zero_init_residual: bool = False  # SimSiam's builder starts each residual branch at zero
     fpn: bool = True  # False: the dense features are res5 (stride 32), as for ResNet-50 pre-training
-    fpn_channels: int = 128
-    dense_dim: int = 27  # PixSim projector output channels = clusters in segmentation
-    dense_hidden: int = 128
-    dense_num_hidden: int = 2
-    dense_pred_hidden: int = 128
-    aux_dim: int = 128  # over-clustering head; 0 leaves it out
+    fpn_channels: int = spec(128, gt=0)
+    dense_dim: int = spec(27, ge=2)  # PixSim projector output channels = clusters in segmentation
+    dense_hidden: int = spec(128, gt=0)
+    dense_num_hidden: int = spec(2, ge=0)
+    dense_pred_hidden: int = spec(128, gt=0)
+    aux_dim: int = spec(128, ge=0)  # over-clustering head; 0 leaves it out
     global_branch: bool = False  # SimSiam's image-level branch (off in the released segmentation config)
-    global_dim: int = 2048
-    global_hidden: int = 2048
-    global_pred_hidden: int = 512
+    global_dim: int = spec(2048, gt=0)
+    global_hidden: int = spec(2048, gt=0)
+    global_pred_hidden: int = spec(512, gt=0)
     region_branch: bool = True  # RegionSim
-    region_dim: int = 128  # projected region width
-    region_num_hidden: int = 2
+    region_dim: int = spec(128, gt=0)  # projected region width
+    region_num_hidden: int = spec(2, ge=0)
     region_final_bn: bool = True
     region_predictor: bool = True
     # Hidden width of the region projector and predictor; None: the feature width (the released heads: 128).
     # The paper's ResNet-50 pre-training heads are not published; 2048-wide ones on B x K regions cost as much
     # as the backbone, so coco_pretrain.yaml uses a 512 bottleneck, as SimSiam's predictor does.
-    region_hidden: int | None = None
+    region_hidden: int | None = spec(None, gt=0)
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, as the release
-    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    pixel_std: tuple[float, float, float] = spec((0.229, 0.224, 0.225), gt=0)
 
     def __post_init__(self):
         self.pixel_mean = tuple(self.pixel_mean)
         self.pixel_std = tuple(self.pixel_std)
-        if self.backbone not in RESNETS:
-            raise ValueError(f"backbone must be one of {sorted(RESNETS)}, got {self.backbone!r}")
-        if self.dense_dim < 2 or self.aux_dim < 0 or self.aux_dim == 1:
-            raise ValueError(f"need dense_dim >= 2 and aux_dim 0 or >= 2, got {self.dense_dim}, {self.aux_dim}")
+        require(self.backbone in RESNETS, "backbone", " | ".join(sorted(RESNETS)), self.backbone)
+        require(self.dense_dim >= 2, "dense_dim", "an integer >= 2 (clusters)", self.dense_dim)
+        require(self.aux_dim != 1 and self.aux_dim >= 0, "aux_dim", "0 (no over-clustering head) or >= 2", self.aux_dim)
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DenseSiamConfig:
-        return _from_dict(cls, d)
+        return parse_section(cls, d, "model")
 
 
 class Encoded(NamedTuple):

@@ -9,8 +9,11 @@ Overrides are ``key.sub=value`` words; the value is parsed as YAML (``1e-3``, ``
 ``null``). Overriding a key that does not exist is an error (a typo should not train for a day with
 the default); write ``+key.sub=value`` to add a new key.
 
-The engine owns three sections and fills in their defaults (:data:`ENGINE_DEFAULTS`); methods own
-every other section (``model``, ``data``, ``loss``, ...) and read them from the same dict.
+The engine owns four keys and fills in their defaults (:data:`ENGINE_DEFAULTS`); ``optim`` and ``train``
+are typed sections (:class:`OptimSection`, :class:`TrainSection`, read by :mod:`annofree.sections`). Methods
+own every other section (``model``, ``data``, ``loss``, ...): they name them (``Method.sections``) and check
+them (``Method.check_config``). :func:`check_method_config` refuses any other top-level key (``demo`` is
+``annofree demo``'s), so a misspelt section is an error, not a section silently left at its defaults.
 
 ``seed``
     Base seed. The method is built right after seeding every RNG with ``seed`` (so the initial

@@ -203,6 +203,16 @@ def _argv_cases():
             lambda f, o: ["train", "groupvit", "--out", str(f["run"]), "--resume", "model.text.layers=1"],
             "model.text.layers 2 -> 1",
         ),
+        (
+            "demo-groupvit-crop-scale",
+            lambda f, o: ["demo", "--out", str(o), "--method", "groupvit", "data.crop_scale=[2,1]"],
+            "data.crop_scale",
+        ),
+        (
+            "demo-densesiam-section-typo",
+            lambda f, o: ["demo", "--out", str(o), "+densesiam.trian.steps=3"],
+            "unknown config section trian (did you mean train?)",
+        ),
     ]
     return cases
 

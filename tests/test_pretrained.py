@@ -152,6 +152,52 @@ def test_every_weights_option_takes_the_name(home, release, server, monkeypatch,
     assert (tmp_path / "o" / "red.png").is_file()
 
 
+def _redcaps_like_release(path):
+    """A file in the RedCaps release's configuration (multi_label: 0, so no multi_label_logit_scale), official
+    names and shapes, an OmegaConf-like training config and no annofree config: what the NVlabs script saves."""
+    from annofree.interop.official import state_dict_to_official
+    from annofree.models import GroupViT
+    from tests.tiny import tiny_groupvit_config
+
+    config = tiny_groupvit_config()
+    config.text.width, config.text.heads = 64, 1  # the official text encoder has width // 64 heads
+    torch.manual_seed(3)
+    model = GroupViT(config).eval()
+    state = state_dict_to_official(model.state_dict())
+    del state["multi_label_logit_scale"]
+    training_config = {
+        "data": {"text_aug": {"multi_label": 0}},
+        "model": {"img_encoder": {"num_heads": [2, 2, 2]}, "multi_label": "${data.text_aug.multi_label}"},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state, "epoch": 29, "config": training_config}, path)
+    return model
+
+
+def test_the_redcaps_name_loads_from_a_placed_file_offline(home, monkeypatch, tmp_path) -> None:
+    """``groupvit-gcc-redcaps`` through the offline path: the release has no multi_label_logit_scale (issue 18.1)."""
+    import dataclasses
+
+    released = pretrained.REGISTRY["groupvit-gcc-redcaps"]
+    placed = pretrained.download_path(released)
+    model = _redcaps_like_release(placed)
+    sha = hashlib.sha256(placed.read_bytes()).hexdigest()
+    monkeypatch.setitem(pretrained.REGISTRY, released.name, dataclasses.replace(released, sha256=sha[:8]))
+    monkeypatch.setenv("ANNOFREE_OFFLINE", "1")
+    _no_network(monkeypatch)
+    loaded = annofree.load("groupvit-gcc-redcaps")
+    assert pretrained.converted_path(released).is_file()
+    mine, theirs = loaded.state_dict(), model.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in theirs.items():
+        if name != "multi_label_logit_scale":  # not in the file: the official initial value, log(1 / 0.07)
+            assert torch.equal(mine[name], tensor), name
+    pixels, ids = torch.randn(2, 3, 32, 32), annofree.tokenize(["a cat", "two dogs on grass"], context_length=16)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_image(pixels), model.encode_image(pixels))
+        assert torch.equal(loaded.encode_text(ids), model.encode_text(ids))
+
+
 def test_the_released_models_are_registered_with_their_checksums() -> None:
     for name, prefix in (("groupvit-gcc-yfcc", "879422e0"), ("groupvit-gcc-redcaps", "3dd09a76")):
         entry = pretrained.REGISTRY[name]

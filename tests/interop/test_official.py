@@ -10,6 +10,8 @@ kernels, then saved the way the official training script saves (``{"model": ...,
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 import os
 import re
 
@@ -97,8 +99,11 @@ def _doc_rename(name: str) -> str:
     raise KeyError(name)
 
 
-def official_state_from_hf(hf) -> dict[str, torch.Tensor]:
-    """transformers weights -> the official state dict, by the documentation (fused qkv, Conv1d heads)."""
+def official_state_from_hf(hf, multi_label: int = 3) -> dict[str, torch.Tensor]:
+    """transformers weights -> the official state dict, by the documentation (fused qkv, Conv1d heads).
+
+    The official MultiLabelContrastive creates ``multi_label_logit_scale`` only with ``multi_label > 0``.
+    """
     hf_state = {k: v for k, v in hf.state_dict().items() if not k.endswith("position_ids")}
     out = {}
     for name in list(hf_state):
@@ -119,23 +124,31 @@ def official_state_from_hf(hf) -> dict[str, torch.Tensor]:
         if re.match(r"^(img|text)_projector\.(linear_hidden\.0|linear_out)\.weight$", official):
             tensor = tensor.unsqueeze(-1)  # Conv1d(kernel_size=1)
         out[official] = tensor
-    out["multi_label_logit_scale"] = torch.tensor(2.5)
+    if multi_label > 0:
+        out["multi_label_logit_scale"] = torch.tensor(2.5)
     return out
 
 
-def _official_config(omegaconf, heads: list[int]):
+def _official_config(omegaconf, heads: list[int], multi_label: int = 3):
+    """As the release configs: ``model.multi_label`` interpolates ``data.text_aug.multi_label`` (RedCaps: 0)."""
     return omegaconf.OmegaConf.create(
         {
-            "model": {"type": "MultiLabelContrastive", "img_encoder": {"type": "GroupViT", "num_heads": heads}},
+            "data": {"text_aug": {"max_seq_len": 77, "multi_label": multi_label}},
+            "model": {
+                "type": "MultiLabelContrastive",
+                "img_encoder": {"type": "GroupViT", "num_heads": heads},
+                "contrast_temperature": 0.07,
+                "multi_label": "${data.text_aug.multi_label}",
+            },
             "train": {"amp_opt_level": "O1"},
         }
     )
 
 
-def write_official_file(path, hf, *, ddp_prefix: bool = False) -> None:
+def write_official_file(path, hf, *, ddp_prefix: bool = False, multi_label: int = 3) -> None:
     """Save as the official training script does: weights, optimizer, epoch, OmegaConf config, metrics."""
     omegaconf = pytest.importorskip("omegaconf")
-    state = official_state_from_hf(hf)
+    state = official_state_from_hf(hf, multi_label)
     if ddp_prefix:
         state = {f"module.{k}": v for k, v in state.items()}
     heads = [hf.config.vision_config.num_attention_heads] * len(hf.config.vision_config.depths)
@@ -144,7 +157,7 @@ def write_official_file(path, hf, *, ddp_prefix: bool = False) -> None:
             "model": state,
             "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]},
             "epoch": 29,
-            "config": _official_config(omegaconf, heads),
+            "config": _official_config(omegaconf, heads, multi_label),
             "metrics": collections.defaultdict(float, {"acc1": 43.7}),
         },
         path,
@@ -162,6 +175,86 @@ def test_official_file_converts_to_the_model_it_came_from(tmp_path, ddp_prefix: 
     v = hf.config.vision_config
     pixels, ids = random_inputs(hf.config, batch=2, size=(v.image_size, v.image_size), length=16)
     assert_parity(hf, ours, pixels, ids)
+
+
+def test_redcaps_configuration_without_multi_label_scale_converts_to_the_model(tmp_path) -> None:
+    """The RedCaps release trains with multi_label: 0, so its file has no multi_label_logit_scale (issue 18.1)."""
+    hf = build_hf(OFFICIAL_SMALL, seed=11, sharpening=100.0)
+    write_official_file(tmp_path / "group_vit_gcc_redcap_30e.pth", hf, multi_label=0)
+    source = load_pth(tmp_path / "group_vit_gcc_redcap_30e.pth")["model"]
+    assert "multi_label_logit_scale" not in source
+    ours = load_official_checkpoint(tmp_path / "group_vit_gcc_redcap_30e.pth")
+    # The value the official code gives the parameter it would create: log(1 / contrast_temperature).
+    assert float(ours.multi_label_logit_scale.detach()) == pytest.approx(math.log(1 / 0.07))
+    mine = state_dict_to_official(ours.state_dict())
+    assert mine.keys() - source.keys() == {"multi_label_logit_scale"}
+    for name, tensor in source.items():
+        assert torch.equal(mine[name], tensor), name
+    v = hf.config.vision_config
+    pixels, ids = random_inputs(hf.config, batch=2, size=(v.image_size, v.image_size), length=16)
+    assert_parity(hf, ours, pixels, ids)
+
+
+def test_a_shared_temperature_gives_the_multi_label_scale_the_contrastive_one(tmp_path) -> None:
+    """share_temperature: true is the other switch without the key; the official multi-label loss uses logit_scale."""
+    hf = build_hf(OFFICIAL_SMALL, seed=12, sharpening=100.0)
+    state = official_state_from_hf(hf, multi_label=0)
+    state["logit_scale"] = torch.tensor(4.125)
+    config = {"model": {"img_encoder": {"num_heads": [3, 3, 3]}, "multi_label": 3, "share_temperature": True}}
+    torch.save({"model": state, "config": config}, tmp_path / "shared.pth")
+    ours = load_official_checkpoint(tmp_path / "shared.pth")
+    assert float(ours.multi_label_logit_scale.detach()) == float(ours.logit_scale.detach()) == 4.125
+
+
+def test_a_file_really_missing_a_weight_is_refused_in_one_line(tmp_path) -> None:
+    hf = build_hf(OFFICIAL_SMALL, seed=13)
+    state = official_state_from_hf(hf, multi_label=0)
+    del state["img_encoder.layers.1.downsample.norm_x.weight"]
+    torch.save({"model": state}, tmp_path / "cut.pth")
+    with pytest.raises(UserError, match=r"cut\.pth: .*missing .*norm_x\.weight") as info:
+        load_official_checkpoint(tmp_path / "cut.pth")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("dropped", "added", "message"),
+    [
+        ("img_encoder.patch_embed.norm.", None, "patch_norm: false"),
+        (None, ("img_encoder.head.weight", (10, 48)), "num_classes > 0"),
+        (None, ("img_projector.linear_hidden.3.weight", (64, 64, 1)), "proj_num_layers > 2"),
+        ("img_projector.", None, "proj_num_layers: 0"),
+    ],
+    ids=["patch_norm", "head", "proj_layers", "no_projector"],
+)
+def test_official_switches_annofree_lacks_are_named(tmp_path, dropped, added, message: str) -> None:
+    state = official_state_from_hf(build_hf(OFFICIAL_SMALL, seed=14))
+    if dropped:
+        state = {name: tensor for name, tensor in state.items() if not name.startswith(dropped)}
+    if added:
+        state[added[0]] = torch.zeros(added[1])
+    torch.save({"model": state}, tmp_path / "switched.pth")
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        load_official_checkpoint(tmp_path / "switched.pth")
+    assert "\n" not in str(info.value)
+
+
+def test_blocks_without_qkv_bias_are_read_off_the_file(tmp_path) -> None:
+    """The official qkv_bias switch (default true): a file without the biases converts to a model without them."""
+    from tests.tiny import tiny_groupvit_config
+
+    config = tiny_groupvit_config()
+    config.image.qkv_bias = False
+    config.text = dataclasses.replace(config.text, width=64, heads=1)  # official text heads: width // 64
+    torch.manual_seed(0)
+    model = GroupViT(config).eval()
+    state = state_dict_to_official(model.state_dict())
+    assert not any(name.endswith("attn.qkv.bias") for name in state)
+    torch.save({"model": state, "config": {"model": {"img_encoder": {"num_heads": [2, 2, 2]}}}}, tmp_path / "nb.pth")
+    back = load_official_checkpoint(tmp_path / "nb.pth")
+    assert back.config.image.qkv_bias is False
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode_image(pixels), model.encode_image(pixels), atol=0, rtol=0)
 
 
 def test_annofree_official_annofree_round_trip_is_exact(tmp_path) -> None:

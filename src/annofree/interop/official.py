@@ -14,22 +14,51 @@ the official ones, so conversion differs in three places only:
   as a plain dict under ``annofree_config`` (the official loader ignores extra keys), so a round trip
   rebuilds exactly the model it started from.
 
+Some keys exist only under a switch of the official config; a file without them still converts:
+
+- ``multi_label_logit_scale`` is created only with ``multi_label > 0`` and ``share_temperature: false``. The
+  RedCaps release trains with ``multi_label: 0`` and has none. The converted model gets the value the official
+  code would give it: ``logit_scale`` where the config shares the temperature, else the official initial value
+  ``log(1 / contrast_temperature)`` (what an official fine-tune from the file starts from: its loader is
+  not strict). Nothing else reads it; an official export of the model carries it, which the official loader
+  ignores when it runs without multi-label loss.
+- the transformer blocks' qkv bias follows ``qkv_bias`` (default true): read off the file.
+- switches that change the computation in ways annofree's GroupViT does not implement (``proj_num_layers`` other
+  than 2, ``patch_norm: false``, ``embed_factors`` other than 1, ``num_classes > 0``) are named in the error.
+
 Files are read with :func:`annofree.interop.safe_load.load_pth`: nothing in them is executed.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import torch
 
 from annofree.errors import UserError
-from annofree.models.config import GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.models.config import (
+    OFFICIAL_PRE_ASSIGN_MLP_RATIO,
+    GroupViTConfig,
+    ImageEncoderConfig,
+    TextEncoderConfig,
+)
 
 _CONV1D = re.compile(r"^(img|text)_projector\.(linear_hidden\.0|linear_out)\.weight$")
 CONFIG_KEY = "annofree_config"
 _HEAD_WIDTH = 64  # official text encoder: heads = width // 64; the released image encoders match it
+_CONTRAST_TEMPERATURE = 0.07  # the official MultiLabelContrastive's default, and both releases' value
+_MULTI_LABEL_SCALE = "multi_label_logit_scale"
+# Keys that betray an official config switch annofree's GroupViT does not implement: (regex, key present?, why).
+_UNSUPPORTED_SWITCHES = [
+    (r"^img_projector\.linear_out\.", False, "no projection heads (proj_num_layers: 0)"),
+    (r"^img_projector\.linear_hidden\.0\.", False, "projection heads with one layer (proj_num_layers: 1)"),
+    (r"^img_projector\.linear_hidden\.3\.", True, "projection heads with more than two layers (proj_num_layers > 2)"),
+    (r"^img_encoder\.patch_embed\.norm\.", False, "no patch LayerNorm (patch_norm: false)"),
+    (r"^img_encoder\.layers\.\d+\.downsample\.reduction\.", True, "stage widths that change (embed_factors)"),
+    (r"^img_encoder\.head\.", True, "a classification head (num_classes > 0)"),
+]
 
 
 def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -63,6 +92,12 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for name in state if (m := regex.match(name))})
 
 
+def _width_ratio(width: int, hidden: int) -> float:
+    """The ratio whose ``int(width * ratio)`` is exactly ``hidden`` (the official code sizes MLPs this way)."""
+    ratio = hidden / width
+    return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width
+
+
 def _image_config(state: dict[str, torch.Tensor], heads: list[int] | None = None) -> ImageEncoderConfig:
     pos, proj = state["img_encoder.pos_embed"], state["img_encoder.patch_embed.proj.weight"]
     width, patch = proj.shape[0], proj.shape[-1]
@@ -89,9 +124,25 @@ def _image_config(state: dict[str, torch.Tensor], heads: list[int] | None = None
         num_heads=tuple(heads) if heads else (max(1, width // _HEAD_WIDTH),) * stages,
         num_group_tokens=tuple(group_tokens),
         num_output_groups=tuple(output_groups),
-        mlp_ratio=state["img_encoder.layers.0.blocks.0.mlp.fc1.weight"].shape[0] / width,
-        assign_mlp_ratio=(token_hidden / width, channel_hidden / width),
+        mlp_ratio=_width_ratio(width, _block_mlp_width(state, width)),
+        assign_mlp_ratio=(_width_ratio(width, token_hidden), _width_ratio(width, channel_hidden)),
+        pre_assign_mlp_ratio=_width_ratio(
+            width, state["img_encoder.layers.0.downsample.pre_assign_attn.mlp.fc1.weight"].shape[0]
+        ),
+        qkv_bias=_has_qkv_bias(state),
     )
+
+
+def _block_mlp_width(state: dict[str, torch.Tensor], width: int) -> int:
+    """The transformer blocks' MLP width (4 x width, the official default, in a model without blocks)."""
+    name = next((n for n in state if re.match(r"^img_encoder\.layers\.\d+\.blocks\.\d+\.mlp\.fc1\.weight$", n)), None)
+    return state[name].shape[0] if name else 4 * width
+
+
+def _has_qkv_bias(state: dict[str, torch.Tensor]) -> bool:
+    """The official ``qkv_bias`` switch (default true) leaves a bias beside every block's fused qkv, or none."""
+    blocks = [n[: -len(".weight")] for n in state if re.match(r"^img_encoder\..*\.attn\.qkv\.weight$", n)]
+    return not blocks or f"{blocks[0]}.bias" in state
 
 
 def _text_config(state: dict[str, torch.Tensor]) -> TextEncoderConfig:
@@ -103,34 +154,58 @@ def _text_config(state: dict[str, torch.Tensor]) -> TextEncoderConfig:
         width=width,
         layers=_count(state, r"^text_encoder\.transformer\.resblocks\.(\d+)\."),
         heads=max(1, width // _HEAD_WIDTH),
-        mlp_ratio=state["text_encoder.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
+        mlp_ratio=_width_ratio(width, state["text_encoder.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
     )
 
 
-def config_from_official(state: dict[str, torch.Tensor], image_heads: list[int] | None = None) -> GroupViTConfig:
+def config_from_official(
+    state: dict[str, torch.Tensor], image_heads: list[int] | None = None, contrast_temperature: float | None = None
+) -> GroupViTConfig:
     """The model config implied by an (annofree-named) official state dict's shapes (and the image heads)."""
+    _check_switches(state)
     try:
         return GroupViTConfig(
             image=_image_config(state, image_heads),
             text=_text_config(state),
             embed_dim=state["img_projector.linear_out.weight"].shape[0],
             proj_hidden_dim=state["img_projector.linear_hidden.0.weight"].shape[0],
+            logit_scale_init=math.log(1 / (contrast_temperature or _CONTRAST_TEMPERATURE)),
         )
     except KeyError as exc:
         raise ValueError(f"not a GroupViT state dict: no {exc.args[0]}") from None
 
 
+def _check_switches(state: dict[str, torch.Tensor]) -> None:
+    if not any(name.startswith("img_encoder.") for name in state):
+        return  # not a GroupViT at all: config_from_official names the first missing key
+    for pattern, present, what in _UNSUPPORTED_SWITCHES:
+        if any(re.match(pattern, name) for name in state) == present:
+            raise ValueError(f"the official model was configured with {what}, which annofree's GroupViT does not have")
+
+
 def from_official_state(
-    state: dict[str, torch.Tensor], config: dict | None = None, image_heads: list[int] | None = None
+    state: dict[str, torch.Tensor],
+    config: dict | None = None,
+    image_heads: list[int] | None = None,
+    settings: dict | None = None,
 ):
     """An official ``state_dict`` -> an annofree ``GroupViT`` in eval mode (``ValueError`` on mismatch).
 
     ``config`` (an annofree config dict) is used when given; otherwise it is read off the shapes.
+    ``settings``: the official ``model`` config section, where the file has one (``contrast_temperature``,
+    ``share_temperature``); keys the official code creates only under a switch get the value it would use.
     """
     from annofree.models import GroupViT
 
+    settings = settings or {}
+    temperature = _number(settings.get("contrast_temperature"))
     state = state_dict_from_official(state)
-    model = GroupViT(GroupViTConfig.from_dict(config) if config else config_from_official(state, image_heads))
+    model = GroupViT(
+        GroupViTConfig.from_dict(config) if config else config_from_official(state, image_heads, temperature)
+    )
+    if _MULTI_LABEL_SCALE not in state:
+        shared = settings.get("share_temperature") is True and "logit_scale" in state
+        state[_MULTI_LABEL_SCALE] = state["logit_scale"].clone() if shared else model.multi_label_logit_scale.detach()
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"conversion mismatch: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
@@ -146,22 +221,36 @@ def load_official_checkpoint(path: str | Path):
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise UserError(f"{path}: not an official GroupViT checkpoint (expected {{'model': state_dict, ...}})")
     config = checkpoint.get(CONFIG_KEY)
+    settings = _official_model_settings(checkpoint)
     try:
-        return from_official_state(state, config if isinstance(config, dict) else None, _official_heads(checkpoint))
+        return from_official_state(
+            state, config if isinstance(config, dict) else None, _official_heads(settings), settings
+        )
     except (ValueError, RuntimeError, TypeError) as exc:
         raise UserError(f"{path}: cannot convert this GroupViT checkpoint ({str(exc).splitlines()[0]})") from None
 
 
-def _official_heads(checkpoint: dict) -> list[int] | None:
-    """``config.model.img_encoder.num_heads`` of the pickled training config, when there is one."""
+def _official_model_settings(checkpoint: dict) -> dict:
+    """The ``model`` section of the pickled training config as plain data ({} when there is none).
+
+    Interpolations such as the RedCaps config's ``multi_label: ${data.text_aug.multi_label}`` stay strings.
+    """
     from annofree.interop.safe_load import plain_data
 
     config = plain_data(checkpoint.get("config"))
-    try:
-        heads = config["model"]["img_encoder"]["num_heads"]
-    except (KeyError, TypeError):
-        return None
+    model = config.get("model") if isinstance(config, dict) else None
+    return model if isinstance(model, dict) else {}
+
+
+def _official_heads(settings: dict) -> list[int] | None:
+    """``config.model.img_encoder.num_heads`` of the pickled training config, when there is one."""
+    encoder = settings.get("img_encoder")
+    heads = encoder.get("num_heads") if isinstance(encoder, dict) else None
     return [int(h) for h in heads] if isinstance(heads, list) and heads else None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
 
 def save_official_checkpoint(model, path: str | Path) -> Path:
@@ -187,6 +276,11 @@ def _check_official(image: ImageEncoderConfig) -> None:
         raise UserError("the official GroupViT always assigns hard; a soft-assignment model would run differently")
     if not image.group_residual:
         raise UserError("the official GroupViT always adds the group query to its segment; this model does not")
+    if image.pre_assign_mlp_ratio != OFFICIAL_PRE_ASSIGN_MLP_RATIO:
+        raise UserError(
+            f"the official GroupViT fixes the pre-assign MLP at {OFFICIAL_PRE_ASSIGN_MLP_RATIO} x width; this model "
+            f"has {image.pre_assign_mlp_ratio} x"
+        )
 
 
 __all__ = [

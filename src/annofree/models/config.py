@@ -16,6 +16,9 @@ from annofree.sections import parse_section, require, spec
 
 STEMS = ("patch", "conv", "cnn")
 
+# The official GroupingBlock builds its pre-assign cross-attention block with mlp_ratio=4 whatever the config.
+OFFICIAL_PRE_ASSIGN_MLP_RATIO = 4.0
+
 
 @dataclass
 class ImageEncoderConfig:
@@ -31,8 +34,11 @@ class ImageEncoderConfig:
     num_heads: tuple[int, ...] = spec((6, 6, 6), gt=0)
     num_group_tokens: tuple[int, ...] = spec((64, 8, 0), ge=0)
     num_output_groups: tuple[int, ...] = spec((64, 8), gt=0)
-    mlp_ratio: float = spec(4.0, gt=0)
+    mlp_ratio: float = spec(4.0, gt=0)  # the transformer blocks' MLP width, x embed_dim
     assign_mlp_ratio: tuple[float, float] = spec((0.5, 4.0), gt=0)
+    # The MLP of the cross-attention block before each assignment, x embed_dim. transformers sizes it by its one
+    # intermediate_size, the blocks' width; the official code fixes it at 4.
+    pre_assign_mlp_ratio: float = spec(OFFICIAL_PRE_ASSIGN_MLP_RATIO, gt=0)
     qkv_bias: bool = True
     drop_path_rate: float = spec(0.1, ge=0, lt=1)
     attn_drop_rate: float = spec(0.0, ge=0, lt=1)

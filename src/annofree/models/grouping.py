@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from annofree.models.config import OFFICIAL_PRE_ASSIGN_MLP_RATIO
 from annofree.models.layers import CrossAttentionBlock, Mlp, TokenMixingMlp
 
 
@@ -68,6 +69,7 @@ class GroupingBlock(nn.Module):
         assign_eps: float = 1.0,
         eps: float = 1e-5,
         residual: bool = True,
+        pre_assign_mlp_ratio: float = OFFICIAL_PRE_ASSIGN_MLP_RATIO,
     ):
         super().__init__()
         self.residual = residual
@@ -76,7 +78,7 @@ class GroupingBlock(nn.Module):
         self.mlp_inter = Mlp(num_group_tokens, tokens_dim, num_output_groups)
         self.norm_post_tokens = nn.LayerNorm(dim, eps=eps)
         self.norm_x = nn.LayerNorm(dim, eps=eps)
-        self.pre_assign_attn = CrossAttentionBlock(dim, num_heads, eps=eps)
+        self.pre_assign_attn = CrossAttentionBlock(dim, num_heads, mlp_ratio=pre_assign_mlp_ratio, eps=eps)
         self.assign = AssignAttention(dim, hard=hard, gumbel=gumbel, tau=tau, eps=assign_eps)
         self.norm_new_x = nn.LayerNorm(dim, eps=eps)
         self.mlp_channels = Mlp(dim, channels_dim, dim)

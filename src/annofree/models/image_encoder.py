@@ -128,6 +128,7 @@ class GroupingStage(nn.Module):
                 assign_eps=cfg.assign_eps,
                 eps=eps,
                 residual=cfg.group_residual,
+                pre_assign_mlp_ratio=cfg.pre_assign_mlp_ratio,
             )
 
     def forward(self, x: torch.Tensor, prev_groups: torch.Tensor | None):

@@ -24,7 +24,7 @@ GROUPING_TOL = 1e-5
 SMALL_THREE_STAGES = {
     "vision_config": {
         "hidden_size": 48,
-        "intermediate_size": 192,  # transformers sizes the pre-assign MLP by it: only 4x width is official
+        "intermediate_size": 192,  # transformers sizes the pre-assign MLP by it too: 4x width is the official one
         "num_attention_heads": 3,
         "depths": [2, 1, 1],
         "num_hidden_layers": 4,
@@ -76,6 +76,16 @@ SMALL_TWO_STAGES = {
     },
     "projection_dim": 8,
     "projection_intermediate_dim": 32,
+}
+
+
+# MLP widths other than 4x (issue 18.5): the vision intermediate_size, 2.5 x hidden_size, sizes the blocks' MLPs and
+# the pre-assign MLP in transformers; the text one (61 on a width of 56) is no whole ratio, and int(56 * 61 / 56)
+# is 60 in floating point.
+MLP_WIDTHS = {
+    **SMALL_THREE_STAGES,
+    "vision_config": {**SMALL_THREE_STAGES["vision_config"], "intermediate_size": 120},
+    "text_config": {**SMALL_THREE_STAGES["text_config"], "hidden_size": 56, "intermediate_size": 61},
 }
 
 
@@ -199,6 +209,17 @@ def test_small_config_matches_transformers(config: dict) -> None:
     assert_parity(hf, ours, pixels, ids)
 
 
+def test_mlp_widths_other_than_four_convert_with_equal_outputs() -> None:
+    hf = build_hf(MLP_WIDTHS, seed=3, sharpening=100.0)
+    ours = from_hf_model(hf)
+    assert ours.config.image.mlp_ratio == ours.config.image.pre_assign_mlp_ratio == 2.5
+    assert ours.img_encoder.layers[0].downsample.pre_assign_attn.mlp.fc1.out_features == 120
+    assert ours.text_encoder.transformer.resblocks[0].mlp.c_fc.out_features == 61
+    v = hf.config.vision_config
+    pixels, ids = random_inputs(hf.config, batch=3, size=(v.image_size, v.image_size), length=16)
+    assert_parity(hf, ours, pixels, ids)
+
+
 def test_default_config_is_ours_without_drop_path() -> None:
     """transformers' default GroupViT is annofree's default (gcc_yfcc) architecture, drop path aside."""
     converted = config_from_hf(transformers.GroupViTConfig())
@@ -219,9 +240,6 @@ def test_default_config_is_ours_without_drop_path() -> None:
         ({"num_output_groups": [8, 3, 3]}, {}, "num_output_groups"),
         ({"hidden_act": "relu"}, {}, "hidden_act"),
         ({"num_group_tokens": [16, 6, 2]}, {}, "num_group_tokens"),
-        ({"intermediate_size": 96}, {}, "pre-assign"),
-        # int(56 * (61 / 56)) == 60 in floating point: the MLP would lose a unit.
-        ({}, {"hidden_size": 56, "num_attention_heads": 2, "intermediate_size": 61}, "intermediate size"),
         ({}, {"eos_token_id": 5}, "eos_token_id"),
         ({"image_size": [48, 64]}, {}, "square"),
     ],

@@ -10,7 +10,14 @@ import torch
 from annofree.errors import UserError
 from annofree.interop.hf import config_to_hf, from_hf_model, load_hf_checkpoint, save_hf_checkpoint, state_dict_to_hf
 from annofree.models import GroupViTConfig
-from tests.interop.test_hf import SMALL_THREE_STAGES, SMALL_TWO_STAGES, assert_parity, build_hf, random_inputs
+from tests.interop.test_hf import (
+    MLP_WIDTHS,
+    SMALL_THREE_STAGES,
+    SMALL_TWO_STAGES,
+    assert_parity,
+    build_hf,
+    random_inputs,
+)
 from tests.tiny import tiny_groupvit
 
 transformers = pytest.importorskip("transformers")
@@ -35,6 +42,24 @@ def test_transformers_loads_our_export_with_equal_outputs(tmp_path, config: dict
     length = hf.config.text_config.max_position_embeddings
     pixels, ids = random_inputs(hf.config, batch=2, size=(v.image_size, v.image_size), length=length)
     assert_parity(hf, ours, pixels, ids)
+
+
+def test_mlp_widths_other_than_four_go_both_ways(tmp_path) -> None:
+    """transformers (intermediate_size 2.5 x hidden_size) -> annofree -> transformers, equal outputs each way."""
+    source = build_hf(MLP_WIDTHS, seed=4, sharpening=100.0)
+    ours = from_hf_model(source)
+    save_hf_checkpoint(ours, tmp_path / "hf")
+    back, info = transformers.GroupViTModel.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not any(info.values()), info
+    back.eval()
+    assert back.config.vision_config.intermediate_size == 120 and back.config.text_config.intermediate_size == 61
+    before, after = source.state_dict(), back.state_dict()
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]), name
+    pixels, ids = random_inputs(back.config, batch=2, size=(48, 48), length=16)
+    assert_parity(source, ours, pixels, ids)
+    assert_parity(back, ours, pixels, ids)
 
 
 def test_annofree_hf_annofree_round_trip_is_exact(tmp_path) -> None:
@@ -76,6 +101,7 @@ def test_state_dict_to_hf_splits_qkv_in_order() -> None:
         ({"stem": "cnn"}, "stem"),
         ({"group_residual": False}, "group query"),
         ({"num_heads": [6, 3, 6]}, "per-stage heads"),
+        ({"mlp_ratio": 2.5}, "pre_assign_mlp_ratio 4.0 differ"),
     ],
 )
 def test_export_refuses_what_transformers_cannot_run(image: dict, message: str) -> None:

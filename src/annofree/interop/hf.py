@@ -17,13 +17,27 @@ Differences between the two implementations that the conversion has to bridge:
 - transformers pools the text at the first end-of-text id, annofree at the largest id (CLIP's way).
   They agree when the end-of-text id is the vocabulary's last id (CLIP's 49407), or when the config
   has the legacy ``eos_token_id == 2``, for which transformers also takes the largest id.
-- transformers sizes the MLP of the pre-assign cross-attention block by ``intermediate_size``; the
-  official code fixes it at 4x the width (annofree follows). Configs with another ``intermediate_size``
-  are refused; the released ones use 4x.
+- transformers sizes the MLP of the pre-assign cross-attention block by the vision ``intermediate_size``,
+  the width of the blocks' MLPs; the official code fixes it at 4x the width. annofree has a field for each
+  (``mlp_ratio``, ``pre_assign_mlp_ratio``): both come from ``intermediate_size``, and an annofree model whose
+  two widths differ cannot be exported (transformers has one number for both). MLP widths that are not a
+  whole multiple of the width are kept exactly (:func:`~annofree.models.config.mlp_ratio_for`).
 - transformers has no drop path and no multi-label temperature: the converted model gets
-  ``drop_path_rate = 0`` and ``multi_label_logit_scale`` at its initial value.
+  ``drop_path_rate = 0`` and ``multi_label_logit_scale`` at its initial value. Its ``dropout``,
+  ``attention_dropout`` and ``initializer_*`` act in training or at initialisation only and are not carried.
+- Still refused, because annofree's GroupViT would compute something else: activations other than GELU
+  (vision) and quick GELU (text), non-square image or patch sizes, an end-of-text id that is not the
+  vocabulary's last (see above), and group counts transformers itself cannot run.
 - Pixel normalisation is not part of transformers' model (its processor uses CLIP statistics); the
   converted config keeps annofree's ImageNet statistics, the ones GroupViT was trained with.
+- The export writes tokenizer files: ``CLIPTokenizer`` / ``AutoProcessor`` called with
+  ``padding="max_length", truncation=True`` give annofree's ids (:mod:`annofree.data.tokenizer`) at the
+  model's context length, except for three classes of text (tests/interop/test_hf_tokenizer.py): text that
+  ``ftfy.fix_text`` or ``html.unescape`` change (``&amp;``, curly quotes, mojibake, full-width letters,
+  control characters: transformers' CLIP tokenizer has neither step), an upper-case sigma ending a word
+  (``str.lower`` makes it final, transformers does not), and ``<|startoftext|>`` / ``<|endoftext|>`` written
+  in the text (special for annofree, spelt out by transformers: ``split_special_tokens`` keeps the pad token
+  ``"!"``, id 0 as annofree pads, from being matched in text).
 """
 
 from __future__ import annotations
@@ -35,12 +49,10 @@ from typing import Any
 import torch
 
 from annofree.errors import UserError
-from annofree.models.config import GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
+from annofree.models.config import GroupViTConfig, ImageEncoderConfig, TextEncoderConfig, mlp_ratio_for
 
 # Legacy CLIP configs set eos_token_id = 2; transformers then pools at the largest token id.
 _LEGACY_EOS_ID = 2
-# The official GroupingBlock builds its pre-assign cross-attention block with mlp_ratio=4 whatever the config.
-_PRE_ASSIGN_MLP_RATIO = 4
 
 
 def _square(value: Any, what: str) -> int:
@@ -50,14 +62,6 @@ def _square(value: Any, what: str) -> int:
             raise ValueError(f"{what} {tuple(value)} is not square; annofree takes square sizes")
         value = value[0]
     return int(value)
-
-
-def _mlp_ratio(hidden: int, intermediate: int, what: str) -> float:
-    """The ratio annofree stores, checked to give back exactly ``intermediate`` as ``int(hidden * ratio)``."""
-    ratio = intermediate / hidden
-    if int(hidden * ratio) != intermediate:
-        raise ValueError(f"{what} intermediate size {intermediate} is not representable as int({hidden} * ratio)")
-    return ratio
 
 
 def _check_activation(config: Any, expected: str, what: str) -> None:
@@ -88,16 +92,6 @@ def _check_group_counts(num_group_tokens: tuple[int, ...], num_output_groups: tu
             )
 
 
-def _check_pre_assign_mlp(vision_config: Any) -> None:
-    hidden, intermediate = vision_config.hidden_size, vision_config.intermediate_size
-    if intermediate != _PRE_ASSIGN_MLP_RATIO * hidden:
-        raise ValueError(
-            f"vision intermediate_size {intermediate} is not {_PRE_ASSIGN_MLP_RATIO} x hidden_size {hidden}: "
-            "transformers also uses it for the pre-assign MLP, which the official GroupViT (and annofree) fixes "
-            f"at {_PRE_ASSIGN_MLP_RATIO} x width"
-        )
-
-
 def _check_eos(text_config: Any) -> None:
     eos = getattr(text_config, "eos_token_id", None)
     if isinstance(eos, (list, tuple)):
@@ -118,7 +112,6 @@ def config_from_hf(hf_config: Any) -> GroupViTConfig:
     _check_activation(t, "quick_gelu", "text")
     num_group_tokens, num_output_groups = tuple(v.num_group_tokens), tuple(v.num_output_groups)
     _check_group_counts(num_group_tokens, num_output_groups)
-    _check_pre_assign_mlp(v)
     _check_eos(t)
     ratio = v.assign_mlp_ratio
     assign_mlp_ratio = tuple(ratio) if isinstance(ratio, (list, tuple)) else (ratio, ratio)
@@ -131,8 +124,9 @@ def config_from_hf(hf_config: Any) -> GroupViTConfig:
         num_heads=(v.num_attention_heads,) * len(v.depths),
         num_group_tokens=num_group_tokens,
         num_output_groups=num_output_groups,
-        mlp_ratio=_mlp_ratio(v.hidden_size, v.intermediate_size, "vision"),
+        mlp_ratio=mlp_ratio_for(v.hidden_size, v.intermediate_size),
         assign_mlp_ratio=assign_mlp_ratio,
+        pre_assign_mlp_ratio=mlp_ratio_for(v.hidden_size, v.intermediate_size),
         assign_eps=v.assign_eps,
         layer_norm_eps=v.layer_norm_eps,
         drop_path_rate=0.0,  # transformers has no stochastic depth
@@ -143,7 +137,7 @@ def config_from_hf(hf_config: Any) -> GroupViTConfig:
         width=t.hidden_size,
         layers=t.num_hidden_layers,
         heads=t.num_attention_heads,
-        mlp_ratio=_mlp_ratio(t.hidden_size, t.intermediate_size, "text"),
+        mlp_ratio=mlp_ratio_for(t.hidden_size, t.intermediate_size),
         layer_norm_eps=t.layer_norm_eps,
     )
     return GroupViTConfig(
@@ -363,8 +357,11 @@ def _check_hf_expressible(config: GroupViTConfig) -> None:
         problems.append("segments without the group query added (transformers always adds it)")
     if len(set(image.num_heads)) != 1:
         problems.append(f"per-stage heads {image.num_heads} (transformers has one head count)")
-    if image.mlp_ratio != _PRE_ASSIGN_MLP_RATIO:
-        problems.append(f"mlp_ratio {image.mlp_ratio} (transformers sizes the pre-assign MLP by it; must be 4)")
+    if int(image.embed_dim * image.mlp_ratio) != int(image.embed_dim * image.pre_assign_mlp_ratio):
+        problems.append(
+            f"mlp_ratio {image.mlp_ratio} and pre_assign_mlp_ratio {image.pre_assign_mlp_ratio} differ (transformers "
+            "sizes both MLPs by its one intermediate_size)"
+        )
     if not image.qkv_bias:
         problems.append("qkv without bias")
     if problems:
@@ -437,9 +434,49 @@ def _preprocessor_config(config: GroupViTConfig) -> dict[str, Any]:
     }
 
 
+def _tokenizer_files(config: GroupViTConfig) -> dict[str, Any]:
+    """``CLIPTokenizer`` files that give annofree's ids (:mod:`annofree.data.tokenizer`) at the model's context length.
+
+    The vocabulary and merges are annofree's own; padding is id 0 (``"!"``), as annofree and open_clip pad, and
+    ``model_max_length`` is the text context length, so ``tokenizer(texts, padding="max_length", truncation=True)``
+    gives annofree's rows: start, ids cut to fit, end, zeros. Empty for a model whose text vocabulary is not
+    CLIP's 49408 ids (no CLIP tokenizer fits it).
+    """
+    from annofree.data.tokenizer import END_TOKEN, START_TOKEN, VOCAB_SIZE, get_tokenizer, read_merges
+
+    if config.text.vocab_size != VOCAB_SIZE:
+        return {}
+    tokenizer = get_tokenizer()
+    special = {
+        "bos_token": START_TOKEN,
+        "eos_token": END_TOKEN,
+        "unk_token": END_TOKEN,
+        "pad_token": tokenizer.decoder[0],
+    }
+    merges = "#version: 0.2\n" + "".join(f"{first} {second}\n" for first, second in read_merges(tokenizer.vocab_path))
+    return {
+        "vocab.json": tokenizer.encoder,
+        "merges.txt": merges,
+        "special_tokens_map.json": special,
+        "tokenizer_config.json": {
+            "tokenizer_class": "CLIPTokenizer",
+            "processor_class": "CLIPProcessor",
+            "model_max_length": config.text.context_length,
+            "padding_side": "right",
+            "truncation_side": "right",
+            "clean_up_tokenization_spaces": False,
+            # "!" would otherwise be matched as the special pad token wherever a text has one.
+            "split_special_tokens": True,
+            **special,
+        },
+    }
+
+
 def save_hf_checkpoint(model, directory: str | Path) -> Path:
-    """Write a directory that ``transformers.GroupViTModel.from_pretrained`` loads: config.json, model.safetensors
-    and preprocessor_config.json (with the model's own pixel statistics). Written without importing transformers.
+    """Write a directory that ``transformers.GroupViTModel.from_pretrained`` loads: config.json, model.safetensors,
+    preprocessor_config.json (with the model's own pixel statistics) and, for a model with CLIP's vocabulary, the
+    tokenizer files with which ``CLIPTokenizer`` and ``AutoProcessor`` give annofree's token ids
+    (:func:`_tokenizer_files`). Written without importing transformers.
     """
     import json
 
@@ -458,8 +495,14 @@ def save_hf_checkpoint(model, directory: str | Path) -> Path:
         raise UserError(f"{directory}: exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    for name, content in (("config.json", hf_config), ("preprocessor_config.json", _preprocessor_config(model.config))):
-        atomic_write(directory / name, lambda tmp, c=content: Path(tmp).write_text(json.dumps(c, indent=2) + "\n"))
+    files = {
+        "config.json": hf_config,
+        "preprocessor_config.json": _preprocessor_config(model.config),
+        **_tokenizer_files(model.config),
+    }
+    for name, content in files.items():
+        text = content if isinstance(content, str) else json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+        atomic_write(directory / name, lambda tmp, t=text: Path(tmp).write_text(t, encoding="utf-8"))
     return directory
 
 

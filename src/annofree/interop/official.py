@@ -43,6 +43,7 @@ from annofree.models.config import (
     GroupViTConfig,
     ImageEncoderConfig,
     TextEncoderConfig,
+    mlp_ratio_for,
 )
 
 _CONV1D = re.compile(r"^(img|text)_projector\.(linear_hidden\.0|linear_out)\.weight$")
@@ -92,12 +93,6 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for name in state if (m := regex.match(name))})
 
 
-def _width_ratio(width: int, hidden: int) -> float:
-    """The ratio whose ``int(width * ratio)`` is exactly ``hidden`` (the official code sizes MLPs this way)."""
-    ratio = hidden / width
-    return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width
-
-
 def _image_config(state: dict[str, torch.Tensor], heads: list[int] | None = None) -> ImageEncoderConfig:
     pos, proj = state["img_encoder.pos_embed"], state["img_encoder.patch_embed.proj.weight"]
     width, patch = proj.shape[0], proj.shape[-1]
@@ -124,9 +119,9 @@ def _image_config(state: dict[str, torch.Tensor], heads: list[int] | None = None
         num_heads=tuple(heads) if heads else (max(1, width // _HEAD_WIDTH),) * stages,
         num_group_tokens=tuple(group_tokens),
         num_output_groups=tuple(output_groups),
-        mlp_ratio=_width_ratio(width, _block_mlp_width(state, width)),
-        assign_mlp_ratio=(_width_ratio(width, token_hidden), _width_ratio(width, channel_hidden)),
-        pre_assign_mlp_ratio=_width_ratio(
+        mlp_ratio=mlp_ratio_for(width, _block_mlp_width(state, width)),
+        assign_mlp_ratio=(mlp_ratio_for(width, token_hidden), mlp_ratio_for(width, channel_hidden)),
+        pre_assign_mlp_ratio=mlp_ratio_for(
             width, state["img_encoder.layers.0.downsample.pre_assign_attn.mlp.fc1.weight"].shape[0]
         ),
         qkv_bias=_has_qkv_bias(state),
@@ -154,7 +149,7 @@ def _text_config(state: dict[str, torch.Tensor]) -> TextEncoderConfig:
         width=width,
         layers=_count(state, r"^text_encoder\.transformer\.resblocks\.(\d+)\."),
         heads=max(1, width // _HEAD_WIDTH),
-        mlp_ratio=_width_ratio(width, state["text_encoder.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+        mlp_ratio=mlp_ratio_for(width, state["text_encoder.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
     )
 
 

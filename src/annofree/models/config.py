@@ -20,6 +20,16 @@ STEMS = ("patch", "conv", "cnn")
 OFFICIAL_PRE_ASSIGN_MLP_RATIO = 4.0
 
 
+def mlp_ratio_for(width: int, hidden: int) -> float:
+    """The ratio that gives an MLP of exactly ``hidden`` units as ``int(width * ratio)``, as the models size them.
+
+    ``hidden / width`` when that rounds back exactly (4.0, 2.5, ...); otherwise half a unit more, which floating
+    point cannot round down below ``hidden`` (``int(56 * (61 / 56))`` is 60, ``int(56 * (61.5 / 56))`` is 61).
+    """
+    ratio = hidden / width
+    return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width
+
+
 @dataclass
 class ImageEncoderConfig:
     """GroupViT image encoder; defaults are the reference's gcc_yfcc model."""

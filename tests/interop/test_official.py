@@ -287,6 +287,8 @@ def test_config_from_shapes_matches_the_released_architecture() -> None:
         "num_output_groups",
         "mlp_ratio",
         "assign_mlp_ratio",
+        "pre_assign_mlp_ratio",
+        "qkv_bias",
     ):
         assert getattr(config.image, field) == getattr(reference.image, field), field
     assert config.text == reference.text
@@ -328,6 +330,10 @@ def test_official_export_refuses_what_the_official_code_would_run_differently(tm
     assert not (tmp_path / "x.pth").exists()
     model = GroupViT(GroupViTConfig.from_dict({"image": {"group_residual": False}, "text": {"layers": 1}}))
     with pytest.raises(UserError, match="group query"):
+        save_official_checkpoint(model, tmp_path / "x.pth")
+    assert not (tmp_path / "x.pth").exists()
+    model = GroupViT(GroupViTConfig.from_dict({"image": {"pre_assign_mlp_ratio": 2.5}, "text": {"layers": 1}}))
+    with pytest.raises(UserError, match=r"pre-assign MLP at 4\.0 x width"):
         save_official_checkpoint(model, tmp_path / "x.pth")
     assert not (tmp_path / "x.pth").exists()
 

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from annofree.errors import UserError
+from annofree.folders import disk_error
 
 WEIGHTS_NAME = "model.safetensors"
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
@@ -47,20 +48,31 @@ register_model("densesiam", _build_densesiam)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step."""
+    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step.
+
+    A write that fails for a reason of the disk (full, read-only, no permission) raises a one-line
+    :class:`~annofree.folders.DiskError` naming ``path``; ``path`` itself is never touched by a failed write.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp, failure = None, None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; give the usual mode instead
         os.replace(tmp, path)
+    except Exception as exc:
+        failure = disk_error(path, exc)  # before the partial file goes: it shows a disk that filled up
+        if failure is None:
+            raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+    if failure is not None:  # raised outside the handler: the failed writer (and its open file) is freed now
+        raise failure
 
 
 def _new_file_mode(path: Path) -> int:

@@ -166,7 +166,8 @@ def test_defining_file_follows_the_precedence_of_load_config(tmp_path):
     (tmp_path / "b.yaml").write_text("train: {init_weights: b, steps: 3}\n")
     (tmp_path / "c.yaml").write_text("_base_: [a.yaml, b.yaml]\ntrain: {steps: 4}\n")
     config = load_config(tmp_path / "c.yaml", defaults=None)
-    assert config["train"] == {"init_weights": "b", "steps": 4}
+    # The winning file's value, taken relative to that file.
+    assert config["train"] == {"init_weights": str(tmp_path.resolve() / "b"), "steps": 4}
     assert defining_file(tmp_path / "c.yaml", "train.init_weights") == (tmp_path / "b.yaml").resolve()
     assert defining_file(tmp_path / "c.yaml", "train.steps") == (tmp_path / "c.yaml").resolve()
     assert defining_file(tmp_path / "c.yaml", "optim.lr") is None

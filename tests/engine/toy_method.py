@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ class ToyMethod(Method):
         self.corrupt_every = int(toy.get("corrupt_every", 0))
         self.crash_at = toy.get("crash_at")
         self.nan_from = toy.get("nan_from")  # the loss becomes NaN from this step on
+        self.step_delay = float(toy.get("step_delay", 0.0))  # seconds of sleep before each step (signal tests)
         self.step = 0
         self.pred_dtype: torch.dtype | None = None
         self.net = nn.Sequential(nn.Linear(IN_FEATURES, HIDDEN), nn.LayerNorm(HIDDEN), nn.Linear(HIDDEN, OUT_FEATURES))
@@ -89,6 +91,8 @@ class ToyMethod(Method):
     def on_step(self, step: int, total_steps: int) -> None:
         self.on_step_calls.append((step, total_steps))
         self.step = step
+        if self.step_delay:
+            time.sleep(self.step_delay)
         if self.crash_at is not None and step == self.crash_at:
             raise RuntimeError(f"toy crash before step {step}")
 

@@ -5,11 +5,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from annofree.errors import UserError
+from annofree.folders import FolderLock, open_out_dir
 
 # Each module defines ``add_parser(subparsers)`` and ``run(args) -> int``.
 COMMANDS = ["synth", "train", "segment", "evaluate", "convert", "export", "data", "demo", "report", "app"]
+
+
+_held_out_dirs: list[FolderLock] = []
+
+
+def out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """The output folder of this command, created, checked writable and locked until the command ends."""
+    _held_out_dirs.append(open_out_dir(path, flag))
+    return Path(path)
+
+
+def release_out_dirs() -> None:
+    while _held_out_dirs:
+        _held_out_dirs.pop().release()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"annofree: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("annofree: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a training run's Interrupted says what it saved and its exit code
+        print(f"annofree: {exc or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    finally:
+        release_out_dirs()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from annofree.cli import out_dir
 from annofree.errors import UserError
 
 FORMATS = ("annofree", "official", "hf")
@@ -115,6 +116,9 @@ def convert(source_format: str, target_format: str, source: Path, out: Path) -> 
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.source_format != args.target_format and (args.target_format == "hf" or out.is_dir() or not out.suffix):
+        out_dir(out)  # a folder: created, checked and locked before the conversion
     path = convert(args.source_format, args.target_format, args.source, args.out)
     print(f"wrote {path}")
     return 0

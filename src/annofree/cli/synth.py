@@ -15,7 +15,9 @@ import argparse
 import shutil
 from pathlib import Path
 
+from annofree.cli import hold_out_dir
 from annofree.errors import UserError
+from annofree.folders import LOCK_NAME
 
 SYNTH_PARTS = ("train", "val")  # what both kinds write under OUT
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--train and --val must be >= 0 and not both 0, got {args.train} and {args.val}")
     if args.kind == "scenes" and args.per_shard < 1:
         raise UserError(f"--per-shard must be at least 1, got {args.per_shard}")
+    hold_out_dir(args.out)  # ours alone from here: a second synth into OUT is refused, naming this one
     _clear_output(Path(args.out), args.overwrite)
     return _textures(args) if args.kind == "textures" else _scenes(args)
 
@@ -72,7 +75,7 @@ def _clear_output(out: Path, overwrite: bool) -> None:
     which removes what synth writes there (``SYNTH_PARTS``) and keeps the rest."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(path.name != LOCK_NAME for path in out.iterdir()):  # our own lock aside
         return
     if not overwrite:
         raise UserError(

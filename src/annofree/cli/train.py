@@ -1,11 +1,14 @@
-"""``annofree train METHOD --config FILE [--data PATTERN] --out DIR [--resume] [key=value ...]``.
+"""``annofree train METHOD --config FILE|NAME [--data PATTERN] --out DIR [--resume] [key=value ...]``.
 
 Examples::
 
-    annofree train groupvit --config configs/groupvit/tiny.yaml --data 'shards/{000000..000009}.tar' \\
+    annofree train groupvit --config groupvit/synth_tiny --data 'shards/{000000..000009}.tar' \\
         --out runs/tiny optim.lr=1e-3 train.steps=2000
     torchrun --nproc_per_node=4 -m annofree train groupvit --config c.yaml --data ... --out runs/x
-    annofree train groupvit --out runs/tiny --resume          # the saved config.yaml, continued exactly
+    annofree train groupvit --out runs/tiny --resume          # the saved config.yaml and data, continued exactly
+
+Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next step boundary and exits with 130 or 143; a
+second signal stops at once.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from annofree.engine.checkpoint import CONFIG_NAME
-from annofree.engine.config import load_config
+from annofree.engine.config import load_config, packaged_configs
 from annofree.errors import UserError
 
 
@@ -32,20 +35,37 @@ class _OverridesParser(argparse.ArgumentParser):
         return namespace, [w for w in extras if w not in words]
 
 
+def _epilog() -> str:
+    configs = packaged_configs()
+    methods = sorted({name.split("/")[0] for name in configs})
+    return (
+        f"Methods: {', '.join(methods)}. Packaged configs (--config NAME, or a YAML file of your own): "
+        f"{', '.join(configs)}. Overrides: key.sub=value (value parsed as YAML); +key.sub=value adds a key the "
+        "config lacks. Ctrl-C or SIGTERM saves a checkpoint at the next step and exits (130 / 143); --resume "
+        "continues it; a second signal stops at once."
+    )
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
         help="train a method (GroupViT, ...) on your data",
         description="Train a method. Launch under torchrun for several GPUs; resume exactly with --resume.",
-        epilog="Overrides: key.sub=value (value parsed as YAML); +key.sub=value adds a key the config lacks.",
+        epilog=_epilog(),
     )
     parser.__class__ = _OverridesParser
     parser.add_argument("method", metavar="METHOD", help="method name (must match the config's `method`)")
     parser.add_argument(
-        "--config", type=Path, metavar="FILE", help="YAML config (optional with --resume: the run's config.yaml)"
+        "--config",
+        type=Path,
+        metavar="FILE|NAME",
+        help="YAML config, or a packaged one by name such as groupvit/synth_tiny (optional with --resume: "
+        "the run's config.yaml); relative paths inside it are relative to the file",
     )
     parser.add_argument(
-        "--data", metavar="PATTERN", help="training data, e.g. 'shards/{000000..000099}.tar' (else train.data)"
+        "--data",
+        metavar="PATTERN",
+        help="training data, e.g. 'shards/{000000..000099}.tar' (else train.data; a resumed run remembers it)",
     )
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="run directory: weights, config, logs, state"

@@ -38,14 +38,24 @@ them (``Method.check_config``). :func:`check_method_config` refuses any other to
     DistributedDataParallel (true when some parameters get no gradient in some steps).
 
 ``configs/engine_defaults.yaml`` is a commented copy of these defaults.
+
+Configs by name: ``load_config("groupvit/synth_tiny")`` (or ``groupvit/synth_tiny.yaml``, or
+``configs/groupvit/synth_tiny.yaml`` outside the repository) reads the config packaged with annofree when
+no such file exists here (:func:`find_config`; :func:`packaged_configs` lists them).
+
+Paths inside configs (:data:`PATH_KEYS`: ``train.init_weights``, ``train.data``) are relative to the file
+that sets them, and those given as overrides to the working directory; :func:`load_config` returns them
+absolute, so a saved config works from anywhere.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,6 +121,11 @@ ENGINE_DEFAULTS: dict[str, Any] = {
 # Top-level sections that `annofree train` does not read: `annofree demo`'s recipe settings.
 OTHER_SECTIONS = ("demo",)
 
+# Config values that are paths (or, for train.data, comma-separated path patterns): relative ones are taken
+# relative to the file that sets them.
+PATH_KEYS = ("train.init_weights", "train.data")
+CONFIG_SUFFIX = ".yaml"
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` as a float (YAML 1.1 wants a dot: ``1.0e-3``)."""
@@ -146,6 +161,71 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def packaged_configs_dir() -> Path:
+    """The configs shipped inside the package (``configs/`` in the repository is a link to it)."""
+    return Path(str(resources.files("annofree") / "configs"))
+
+
+def packaged_configs() -> list[str]:
+    """The names of the packaged run configs, ``METHOD/NAME`` (for ``--config METHOD/NAME``)."""
+    root = packaged_configs_dir()
+    return sorted(path.relative_to(root).with_suffix("").as_posix() for path in root.glob(f"*/*{CONFIG_SUFFIX}"))
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` when it is a file; else the packaged config it names (``groupvit/synth_tiny``, with or without
+    ``.yaml`` or a leading ``configs/``); else an error that lists the packaged configs."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a config file")
+    if not path.is_absolute():
+        name = path.as_posix().removeprefix("./").removeprefix("configs/")
+        for candidate in (name, name + CONFIG_SUFFIX):
+            packaged = packaged_configs_dir() / candidate
+            if packaged.is_file():
+                return packaged
+    raise UserError(f"{path}: config file not found (packaged configs: {', '.join(packaged_configs())})")
+
+
+def _split_patterns(data: str) -> list[str]:
+    """``a/{0..3}.tar,b`` -> ``["a/{0..3}.tar", "b"]``: commas inside braces belong to the pattern."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(data):
+        depth += (char == "{") - (char == "}")
+        if char == "," and depth == 0:
+            parts.append(data[start:index])
+            start = index + 1
+    return [*parts, data[start:]]
+
+
+def resolve_path_value(dotted: str, value: Any, base: Path) -> Any:
+    """A path value of :data:`PATH_KEYS` made absolute against the folder ``base`` (other values as they are).
+
+    A pretrained weights name (``groupvit-gcc-yfcc``) is not a path and stays as it is.
+    """
+    if not isinstance(value, str) or not value.strip():
+        return value
+    if dotted == "train.init_weights":
+        from annofree.pretrained import REGISTRY
+
+        if value in REGISTRY and not (base / value).exists():
+            return value
+        return os.path.normpath(base / os.path.expanduser(value))
+    parts = [part.strip() for part in _split_patterns(value)]
+    return ",".join(os.path.normpath(base / os.path.expanduser(part)) if part else part for part in parts)
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the :data:`PATH_KEYS` that ``data`` (one file's own values) sets absolute against ``base``."""
+    for dotted in PATH_KEYS:
+        section, key = dotted.split(".")
+        values = data.get(section)
+        if isinstance(values, dict) and key in values:
+            values[key] = resolve_path_value(dotted, values[key], base)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text()
@@ -175,6 +255,7 @@ def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise UserError(f"{path}: _base_ cycle ({cycle})")
     data = _read_yaml(path)
+    _resolve_paths(data, path.parent)
     bases = data.pop(BASE_KEY, None)
     if bases is None:
         return data
@@ -253,6 +334,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
         if parts[-1] not in node and not add:
             hint = did_you_mean(dotted, flatten(result))
             raise UserError(f"override {word!r}: unknown config key {dotted!r}{hint}; write +{dotted}=... to add it")
+        if dotted in PATH_KEYS:  # a path typed on the command line is relative to the working directory
+            value = resolve_path_value(dotted, value, Path.cwd())
         node[parts[-1]] = value
     return result
 
@@ -263,9 +346,10 @@ def load_config(
     """Read a YAML config with its ``_base_`` files, put it over ``defaults`` and apply the overrides.
 
     The engine defaults come first so that every engine key exists (``train.steps=10`` needs no ``+``)
-    and the saved config records the values a run really used.
+    and the saved config records the values a run really used. ``path`` may name a packaged config
+    (:func:`find_config`); relative paths inside come back absolute (:data:`PATH_KEYS`).
     """
-    config = _load_file(Path(path), ())
+    config = _load_file(find_config(path), ())
     if defaults is not None:
         config = merge(defaults, config)
     return apply_overrides(config, overrides)

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from annofree.folders import disk_error
 from annofree.weights import atomic_write
 
 LOG_NAME = "log.jsonl"
@@ -65,22 +66,31 @@ class RunLogger:
         self._file = None
         self._writer = None
         self._out_dir = Path(out_dir)
+        self._start_step = start_step
+        self._tensorboard = tensorboard
         self._logged_since_plot = 0
-        if not enabled:
-            return
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log_path = out_dir / LOG_NAME
-        if log_path.exists():
-            kept = [r for r in read_log(log_path) if isinstance(r.get("step"), int) and r["step"] <= start_step]
-            text = "".join(json.dumps(r) + "\n" for r in kept)
-            atomic_write(log_path, lambda tmp: Path(tmp).write_text(text))
-        self._file = log_path.open("a")
-        if tensorboard:
+
+    def _open(self) -> None:
+        """Open the sinks at the first record (a run refused before it logs anything leaves the files as they were).
+
+        A resumed run first drops the records after its checkpoint (written by a session that died later).
+        """
+        log_path = self._out_dir / LOG_NAME
+        try:
+            self._out_dir.mkdir(parents=True, exist_ok=True)
+            if log_path.exists():
+                start = self._start_step
+                kept = [r for r in read_log(log_path) if isinstance(r.get("step"), int) and r["step"] <= start]
+                text = "".join(json.dumps(r) + "\n" for r in kept)
+                atomic_write(log_path, lambda tmp: Path(tmp).write_text(text))
+            self._file = log_path.open("a")
+        except OSError as exc:
+            raise disk_error(log_path, exc) from None
+        if self._tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported only when asked: it is slow to import
 
             self._writer = SummaryWriter(
-                str(out_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None
+                str(self._out_dir / TENSORBOARD_DIR), purge_step=self._start_step + 1 if self._start_step else None
             )
 
     def message(self, text: str) -> None:
@@ -95,9 +105,14 @@ class RunLogger:
         """Write one record (must hold ``step``) to every sink and show its loss and lr on the bar."""
         if not self.enabled:
             return
+        if self._file is None:
+            self._open()
         assert self._file is not None
-        self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise disk_error(self._out_dir / LOG_NAME, exc) from None
         self._logged_since_plot += 1
         if self._writer is not None:
             for key, value in record.items():

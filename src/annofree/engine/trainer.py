@@ -16,12 +16,20 @@ In outline (see :func:`train`)::
 Every rank draws its batches in lockstep: when one rank's data ends, all ranks end the epoch, so
 uneven shards never hang a collective. A method's outputs may carry ``skipped`` (corrupt samples
 dropped in the batch); it is summed over ranks and logged as a running total.
+
+Before any set-up, the run folder is checked writable and locked (:func:`annofree.folders.open_out_dir`,
+by rank 0 only), so a read-only disk or a second run into the same folder is refused at once. The data
+is recorded in the saved config (``train.data``, absolute), so ``--resume`` needs only the folder. A
+resume writes nothing until its first checkpoint: a refused one leaves the run as it was. SIGINT and
+SIGTERM save a checkpoint at the next step boundary and raise
+:class:`~annofree.engine.interrupt.Interrupted` (see :mod:`annofree.engine.interrupt`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import nullcontext
@@ -34,10 +42,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from annofree.engine import checkpoint, distributed
 from annofree.engine.checkpoint import Progress
-from annofree.engine.config import check_method_config, check_resume, flatten, load_config, resolve_engine_config
+from annofree.engine.config import (
+    check_method_config,
+    check_resume,
+    flatten,
+    load_config,
+    resolve_engine_config,
+    resolve_path_value,
+)
+from annofree.engine.interrupt import Interrupted, StopRequests
 from annofree.engine.logging import RunLogger
 from annofree.engine.optim import build_optimizer, build_schedule
 from annofree.errors import UserError
+from annofree.folders import FolderLock, open_out_dir
 from annofree.methods.base import LoaderSpec, Method, get_method
 from annofree.weights import WEIGHTS_NAME, load_into
 
@@ -187,8 +204,9 @@ def _previous_state(out_dir: Path, resume: bool) -> dict[str, Any] | None:
 def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = None, resume: bool = False) -> TrainResult:
     """Train ``config["method"]`` into ``out_dir``; with ``resume``, continue exactly from its last checkpoint.
 
-    ``data`` is the method's data (shard pattern, folder, ...); ``config["train"]["data"]`` when None.
-    Launch under ``torchrun`` for several processes; without it this is a single process.
+    ``data`` is the method's data (shard pattern, folder, ...); ``config["train"]["data"]`` when None (a
+    resumed run's saved config holds the data it was started with). Launch under ``torchrun`` for several
+    processes; without it this is a single process.
     """
     cfg = resolve_engine_config(config)
     if not cfg["method"]:
@@ -198,15 +216,51 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the run (it is created if missing)")
-    state = _previous_state(out_dir, resume)
-    if state is not None and (out_dir / checkpoint.CONFIG_NAME).is_file():
-        check_resume(load_config(out_dir / checkpoint.CONFIG_NAME, defaults=None), cfg, method_cls.model_section)
-    if state is not None and state["step"] > cfg["train"]["steps"]:
-        raise UserError(
-            f"{out_dir}: the checkpoint is at step {state['step']}, beyond train.steps={cfg['train']['steps']}"
-        )
+    if data is not None:  # relative to the working directory, recorded absolute for a resume from anywhere
+        cfg["train"]["data"] = resolve_path_value("train.data", data, Path.cwd())
+    elif resume and not cfg["train"]["data"]:
+        cfg["train"]["data"] = _saved_data(out_dir)
+    if not cfg["train"]["data"]:
+        raise UserError("no training data: give --data PATTERN or set train.data in the config")
+    if resume and not checkpoint.has_state(out_dir):
+        checkpoint.load_state(out_dir)  # the clear "nothing to resume" error, before anything is created
     env = distributed.setup(cfg["train"]["device"])
-    return _train(cfg, method_cls, out_dir, data if data is not None else cfg["train"]["data"] or "", state, env)
+    lock = _open_run_dir(out_dir, env)
+    try:
+        state = _previous_state(out_dir, resume)
+        if state is not None and (out_dir / checkpoint.CONFIG_NAME).is_file():
+            check_resume(load_config(out_dir / checkpoint.CONFIG_NAME, defaults=None), cfg, method_cls.model_section)
+        if state is not None and state["step"] > cfg["train"]["steps"]:
+            raise UserError(
+                f"{out_dir}: the checkpoint is at step {state['step']}, beyond train.steps={cfg['train']['steps']}"
+            )
+        return _train(cfg, method_cls, out_dir, cfg["train"]["data"], state, env)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _saved_data(out_dir: Path) -> str | None:
+    """The data recorded in a run's saved config (None when it has none)."""
+    saved = out_dir / checkpoint.CONFIG_NAME
+    if not saved.is_file():
+        return None
+    return load_config(saved, defaults=None).get("train", {}).get("data")
+
+
+def _open_run_dir(out_dir: Path, env: distributed.DistEnv) -> FolderLock | None:
+    """Rank 0 checks ``out_dir`` writable and takes its lock; every rank learns whether that worked."""
+    lock, error = None, None
+    if env.is_main:
+        try:
+            lock = open_out_dir(out_dir, "--out")
+        except UserError as exc:
+            error = exc
+    if distributed.all_true(error is None):
+        return lock
+    if error is not None:
+        raise error
+    raise UserError(f"{out_dir}: rank 0 could not open the run folder (see its message)")
 
 
 class _Run:
@@ -304,7 +358,17 @@ def _train(
             checkpoint.restore_rng(state["rng"][env.rank], env.device)
         else:  # another world size: the ranks' streams cannot continue; start fresh ones tied to the step
             distributed.seed_everything(cfg["seed"] + env.rank + 7919 * progress.step)
-    checkpoint.write_config(cfg, out_dir)
+    config_written = state is None  # a resume writes its config with its first checkpoint: a refused one writes nothing
+    if config_written:
+        checkpoint.write_config(cfg, out_dir)
+
+    def save() -> None:
+        nonlocal config_written, last_saved
+        if not config_written:
+            checkpoint.write_config(cfg, out_dir)
+            config_written = True
+        run.save(out_dir, progress)
+        last_saved = progress.step
 
     logger = RunLogger(
         out_dir,
@@ -321,6 +385,8 @@ def _train(
     )
     for note in notes:
         logger.message(note)
+    if progress.step >= total:
+        logger.message(f"the run is already at step {progress.step} of {total}: nothing to train (raise train.steps)")
 
     record: dict[str, Any] = {}
     last_saved = progress.step
@@ -328,7 +394,9 @@ def _train(
     window = _Window()
     micro = 0  # micro-batches accumulated towards the next optimiser step
     run.model.train()
+    stop = StopRequests(announce=env.is_main)
     try:
+        stop.__enter__()
         while progress.step < total:
             spec = LoaderSpec(
                 data=data,
@@ -368,12 +436,18 @@ def _train(
                     saving_since = time.perf_counter()
                     progress.skipped += window.take_skipped()
                     progress.elapsed_s = elapsed_before + saving_since - session_start
-                    run.save(out_dir, progress)
-                    last_saved = progress.step
+                    save()
                     logger.write_curves()
                     window.excluded_s += time.perf_counter() - saving_since
                 if progress.step >= total:
                     break
+                signum = stop.agreed()
+                if signum is not None:
+                    if last_saved != progress.step:
+                        progress.skipped += window.take_skipped()
+                        progress.elapsed_s = elapsed_before + time.perf_counter() - session_start
+                        save()
+                    raise Interrupted(signum, _stopped_message(signum, method.name, out_dir, progress.step, total))
             if progress.step >= total:
                 break
             if yielded == 0 and spec.skip_batches == 0:
@@ -383,7 +457,13 @@ def _train(
                 )
             progress.epoch += 1
             progress.batches_in_epoch = 0
+    except Interrupted as exc:
+        if not exc.message:  # a second signal, raised at once wherever the loop was
+            message = _stopped_message(exc.signum, method.name, out_dir, last_saved, total)
+            raise Interrupted(exc.signum, message) from None
+        raise
     finally:
+        stop.__exit__()
         logger.write_curves()  # a run stopped early still gets its plot; a no-op after the last save's
         logger.close()
     if env.is_main:
@@ -395,6 +475,20 @@ def _train(
         epoch=progress.epoch,
         metrics=record,
         method=method,
+    )
+
+
+def _stopped_message(signum: int, method: str, out_dir: Path, saved_step: int, total: int) -> str:
+    """What an interrupted run says: where its last checkpoint is and how to continue."""
+    import signal
+
+    name = signal.Signals(signum).name
+    if not saved_step:
+        return f"stopped by {name} before the first checkpoint: nothing saved in {out_dir}"
+    launch = "torchrun ... -m annofree" if distributed.world_size() > 1 else "annofree"
+    return (
+        f"stopped by {name}: step {saved_step} of {total} saved in {out_dir}; continue with "
+        f"`{launch} train {method} --out {shlex.quote(str(out_dir))} --resume`"
     )
 
 

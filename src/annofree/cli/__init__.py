@@ -17,7 +17,7 @@ COMMANDS = ["synth", "train", "segment", "evaluate", "convert", "export", "data"
 _held_out_dirs: list[FolderLock] = []
 
 
-def out_dir(path: str | Path, flag: str = "--out") -> Path:
+def hold_out_dir(path: str | Path, flag: str = "--out") -> Path:
     """The output folder of this command, created, checked writable and locked until the command ends."""
     _held_out_dirs.append(open_out_dir(path, flag))
     return Path(path)

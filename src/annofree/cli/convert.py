@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from annofree.cli import out_dir
+from annofree.cli import hold_out_dir
 from annofree.errors import UserError
 
 FORMATS = ("annofree", "official", "hf")
@@ -112,13 +112,13 @@ def convert(source_format: str, target_format: str, source: Path, out: Path) -> 
     if source_format == target_format:
         raise UserError(f"--from and --to are both {source_format!r}: nothing to convert")
     model = _READERS[source_format](source)
+    out = Path(out)
+    if target_format == "hf" or out.is_dir() or not out.suffix:
+        hold_out_dir(out)  # a folder: checked writable and locked (once the source proved readable)
     return _WRITERS[target_format](model, out, f"{source_format}:{Path(source).name}")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if args.source_format != args.target_format and (args.target_format == "hf" or out.is_dir() or not out.suffix):
-        out_dir(out)  # a folder: created, checked and locked before the conversion
     path = convert(args.source_format, args.target_format, args.source, args.out)
     print(f"wrote {path}")
     return 0

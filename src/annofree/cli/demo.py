@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from annofree.cli import out_dir
+from annofree.cli import hold_out_dir
 from annofree.cli.train import _OverridesParser
 from annofree.errors import UserError
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     methods = selected_methods(args)
     routed = route_overrides(args.overrides, methods)
     configs = {m: load_demo_config(args.config, routed[m], method=m) for m in methods}  # all checked before any runs
-    out_dir(args.out)
+    hold_out_dir(args.out)
     progress = not args.no_progress
     for method in methods:
         if method == "groupvit":

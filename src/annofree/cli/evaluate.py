@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from annofree.cli import out_dir
+from annofree.cli import hold_out_dir
 from annofree.cli.segment import (
     add_inference_options,
     check_groupvit,
@@ -114,7 +114,7 @@ def _check_args(args: argparse.Namespace) -> Path | None:
     if out is not None and out.is_dir():
         raise UserError(f"--out {out}: is a directory (give a file name such as result.json)")
     if args.save_predictions:
-        out_dir(args.save_predictions, "--save-predictions")
+        hold_out_dir(args.save_predictions, "--save-predictions")
     return out
 
 

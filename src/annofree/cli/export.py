@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from annofree.cli import out_dir
+from annofree.cli import hold_out_dir
 from annofree.errors import UserError
 from annofree.interop.backbone import FORMATS
 
@@ -75,7 +75,7 @@ def _export_onnx(model, args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a directory (onnx export writes a directory)")
-    out_dir(out)
+    hold_out_dir(out)
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     for path in export_onnx(model, out, opset=opset):
         size = path.stat().st_size

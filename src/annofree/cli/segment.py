@@ -326,9 +326,9 @@ def write_group_maps(out_dir: Path, name: str, model, image: np.ndarray, short_s
 
 def make_out_dir(text: str) -> Path:
     """--out created, checked writable and locked against a second writer until the command ends."""
-    from annofree.cli import out_dir
+    from annofree.cli import hold_out_dir
 
-    return out_dir(text, "--out")
+    return hold_out_dir(text, "--out")
 
 
 def process_images(files: Sequence[ImageFile], errors: Sequence[str], out_dir: Path, work, quiet: bool = False) -> int:
@@ -387,7 +387,6 @@ def run(args: argparse.Namespace) -> int:
     files, errors = collect_images(args.images)
     if not files:
         raise UserError("; ".join(errors) if errors else "no images given")
-    make_out_dir(args.out)  # writable and ours before the model loads
     if args.onnx is not None:
         return _segment_zero_shot(args, load_onnx(args.onnx, args.device), files, errors)
     model = load_model(args.weights, resolve_device(args.device))

@@ -179,7 +179,7 @@ def find_config(path: str | Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a config file")
+        raise UserError(f"{path}: cannot read config (a folder, not a file)")
     if not path.is_absolute():
         name = path.as_posix().removeprefix("./").removeprefix("configs/")
         for candidate in (name, name + CONFIG_SUFFIX):

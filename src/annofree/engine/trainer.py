@@ -220,8 +220,8 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
         cfg["train"]["data"] = resolve_path_value("train.data", data, Path.cwd())
     elif resume and not cfg["train"]["data"]:
         cfg["train"]["data"] = _saved_data(out_dir)
-    if not cfg["train"]["data"]:
-        raise UserError("no training data: give --data PATTERN or set train.data in the config")
+    if not resume:
+        _check_data(cfg)  # (a resume says first whether the run itself fits)
     if resume and not checkpoint.has_state(out_dir):
         checkpoint.load_state(out_dir)  # the clear "nothing to resume" error, before anything is created
     env = distributed.setup(cfg["train"]["device"])
@@ -234,10 +234,16 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
             raise UserError(
                 f"{out_dir}: the checkpoint is at step {state['step']}, beyond train.steps={cfg['train']['steps']}"
             )
+        _check_data(cfg)
         return _train(cfg, method_cls, out_dir, cfg["train"]["data"], state, env)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_data(cfg: dict[str, Any]) -> None:
+    if not cfg["train"]["data"]:
+        raise UserError("no training data: give --data PATTERN or set train.data in the config")
 
 
 def _saved_data(out_dir: Path) -> str | None:

@@ -95,3 +95,15 @@ def test_bad_layouts_name_the_file(tmp_path):
     (tmp_path / "n.txt").write_text("cat\n")
     with pytest.raises(UserError, match="no name"):
         open_classification_set(tmp_path, tmp_path / "n.txt", tmp_path / "val.txt")
+
+
+def test_center_view_is_the_official_validation_transform():
+    # torchvision Resize(int(256 / 224 * 64) = 73) on 100 x 300: 73 x int(73 * 300 / 100) = 73 x 219, bilinear;
+    # CenterCrop(64): top round(4.5) = 4, left round(77.5) = 78 (half to even, as torchvision's int(round(...))).
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (100, 300, 3), dtype=np.uint8)
+    resized = np.asarray(Image.fromarray(image).resize((219, 73), Image.BILINEAR))
+    np.testing.assert_array_equal(center_view(image, 64), resized[4:68, 78:142])
+    tall = rng.integers(0, 256, (301, 200, 3), dtype=np.uint8)  # 200 -> 73, 301 -> int(73 * 301 / 200) = 109
+    resized = np.asarray(Image.fromarray(tall).resize((73, 109), Image.BILINEAR))
+    np.testing.assert_array_equal(center_view(tall, 64), resized[22:86, 4:68])

@@ -19,7 +19,7 @@ from annofree.inference.zero_shot import (
     to_pixel_batch,
     upsample_argmax,
 )
-from annofree.models import GroupOutput
+from annofree.models import GroupOutput, GroupViT
 
 # ----------------------------------------------------------------------------- the rule, by hand
 
@@ -403,5 +403,83 @@ def test_class_embeddings_average_templates_in_eval_mode(tiny_groupvit, tokenize
         per_template = torch.stack(
             [model.encode_text(tokenizer([t.format(c) for t in templates], context_length=16)) for c in ["cat", "dog"]]
         )
-    torch.testing.assert_close(got, F.normalize(per_template.mean(1), dim=-1))
+    assert got.shape == (2, per_template.shape[-1])
+    torch.testing.assert_close(got.norm(dim=-1), torch.ones(2))
     assert not torch.allclose(got[0], per_template[0, 0])  # both templates really count
+
+
+def official_class_embedding(model, class_names, templates, tokenizer):
+    """NVlabs/GroupViT ``build_text_embedding``, written out: tokens ``[N, T, L]`` -> the un-normalised projected
+    prompt embeddings (``text_projector(text_encoder(...))``) -> mean over the T templates -> L2-normalised."""
+    tokens = torch.stack([tokenizer([t.format(name) for t in templates], context_length=16) for name in class_names])
+    num_classes, num_templates = tokens.shape[:2]
+    with torch.no_grad():
+        flat = tokens.reshape(num_classes * num_templates, -1)
+        projected = model.text_projector(model.text_encoder(flat))
+        return F.normalize(projected.reshape(num_classes, num_templates, -1).mean(dim=1), dim=-1)
+
+
+@pytest.mark.parametrize("template_set", ["full", "subset"])
+def test_class_embeddings_of_a_template_ensemble_follow_the_official_averaging(tiny_groupvit, tokenizer, template_set):
+    from annofree.data.captions import TEMPLATE_SETS
+
+    templates = list(TEMPLATE_SETS[template_set])
+    assert len(templates) == {"full": 80, "subset": 7}[template_set]
+    names = ["cat", "dog", "potted plant", "tv monitor"]
+    got = class_embeddings(tiny_groupvit, names, templates, tokenizer=tokenizer)
+    official = official_class_embedding(tiny_groupvit, names, templates, tokenizer)
+    torch.testing.assert_close(got, official, rtol=0, atol=1e-6)
+    # The law matters: averaging unit-norm prompt embeddings (annofree before) gives other class embeddings.
+    with torch.no_grad():
+        unit = torch.stack([tiny_groupvit.encode_text(tokenizer([t.format(n) for t in templates], 16)) for n in names])
+    assert (F.normalize(unit.mean(dim=1), dim=-1) - official).abs().max() > 1e-4
+
+
+# ------------------------------------------------------------- sides that are not a multiple of the patch
+
+
+def _patch16_model():
+    """A small GroupViT with the official patch size 16 (the tiny one's patch 4 divides 448 x 600)."""
+    from dataclasses import replace
+
+    from tests.inference.conftest import word_tokenizer
+    from tests.tiny import tiny_groupvit_config
+
+    config = tiny_groupvit_config(vocab_size=100)
+    config.image = replace(config.image, patch_size=16, img_size=64)
+    torch.manual_seed(4)
+    return GroupViT(config).eval(), word_tokenizer
+
+
+def test_whole_mode_drops_the_patch_remainder_and_stretches_the_maps_as_the_official_code():
+    model, tokenizer = _patch16_model()
+    names = ["cat", "dog", "grass"]
+    image = np.random.default_rng(5).integers(0, 256, (448, 600, 3), dtype=np.uint8)
+    options = {"tokenizer": tokenizer, "short_side": None, "mode": "whole", "topk": 2, "with_background": False}
+    official = ZeroShotSegmenter(model, names, patch_remainder="drop", **options)
+    got = official.logits(image)[0]
+    # Written out: the model sees the top-left 448 x 592 (600 = 37 x 16 + 8: the last 8 columns dropped), its
+    # 28 x 37 grouping maps are resized bilinearly over the WHOLE 448 x 600 image, each pixel takes its group.
+    with torch.no_grad():
+        pixels = model.normalize_pixels(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+        out = model.encode_groups(pixels[..., :448, :592])
+        assert out.grid == (28, 37)
+        maps = out.grouping.transpose(1, 2).reshape(1, -1, 28, 37)
+        group_index = F.interpolate(maps, size=(448, 600), mode="bilinear", align_corners=False).argmax(dim=1)
+        text = class_embeddings(model, names, tokenizer=tokenizer)
+        affinity = group_class_affinity(out.group_embeds, out.image_embeds, text, model.scale(), topk=2)
+        expected = pixel_logits(group_index, affinity, None)[0]
+    assert got.shape == (3, 448, 600)
+    torch.testing.assert_close(got, expected)
+    # annofree's own rule (the image resized to the nearest multiple, 448 x 608) gives other scores.
+    fitted = ZeroShotSegmenter(model, names, **options)
+    assert fitted.patch_remainder == "fit"
+    assert not torch.allclose(fitted.logits(image)[0], got, atol=1e-3)
+
+
+def test_drop_patch_remainder_crops_and_keeps_sides_of_at_least_one_patch():
+    from annofree.inference.zero_shot import drop_patch_remainder
+
+    pixels = torch.rand(1, 3, 37, 50)
+    torch.testing.assert_close(drop_patch_remainder(pixels, 16), pixels[..., :32, :48])
+    assert tuple(drop_patch_remainder(torch.rand(1, 3, 10, 40), 16).shape[-2:]) == (16, 32)  # fitted: 10 < 16

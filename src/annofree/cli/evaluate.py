@@ -24,9 +24,11 @@ from typing import Any
 
 from annofree.cli import hold_out_dir
 from annofree.cli.segment import (
+    add_image_pipeline_options,
     add_inference_options,
     check_groupvit,
     check_weights_or_onnx,
+    image_pipeline_options,
     is_densesiam,
     load_model,
     load_onnx,
@@ -35,6 +37,8 @@ from annofree.cli.segment import (
 from annofree.errors import UserError
 
 CLASSIFICATION = "imagenet"
+TEMPLATE_COUNTS = {"7": "subset", "80": "full"}  # --templates -> template set
+PROMPT_SETS = {"single": "simple", "ensemble": "full"}  # --prompts -> template set
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,6 +61,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--save-predictions", metavar="DIR", default=None, help="write label PNGs and overlays")
     parser.add_argument("--skip-bad", action="store_true", help="skip unreadable samples (counted) instead of stopping")
     add_inference_options(parser, onnx=True, protocol=True)
+    add_image_pipeline_options(parser, protocol=True)
+    parser.set_defaults(prompts=None)  # the protocol's template set
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -65,7 +71,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="DenseSiam only: match each cluster to its majority class (needed when clusters outnumber classes)",
     )
     parser.add_argument("--crop", type=int, default=None, help="DenseSiam on a benchmark: centre crop (default 320)")
-    parser.add_argument("--templates", choices=["7", "80"], default="80", help="imagenet: the prompt ensemble")
+    parser.add_argument(
+        "--templates",
+        choices=list(TEMPLATE_COUNTS),
+        default=None,
+        help="imagenet: the prompt ensemble (default: the official protocol's, 7)",
+    )
     parser.add_argument("--class-names", default=None, help="imagenet: class names, one a line (line i = id i)")
     parser.add_argument("--val-list", default=None, help="imagenet: lines 'relative/path CLASS_ID' under --root")
     return parser
@@ -141,10 +152,9 @@ def zero_shot_protocol_for(args: argparse.Namespace):
     """The data set's protocol with the options given on the command line on top (``--short-side 0``: keep)."""
     from dataclasses import replace
 
-    from annofree.evaluation.protocols import ZeroShotProtocol, zero_shot_protocol
+    from annofree.evaluation.protocols import zero_shot_protocol
 
-    base = ZeroShotProtocol("folder", mode="whole") if args.dataset == "folder" else zero_shot_protocol(args.dataset)
-    protocol = base.with_overrides(
+    protocol = zero_shot_protocol(args.dataset).with_overrides(
         bg_thresh=args.bg_thresh,
         bg_rule=args.bg_rule,
         mode=args.mode,
@@ -152,7 +162,9 @@ def zero_shot_protocol_for(args: argparse.Namespace):
         stride=args.stride,
         topk=args.topk,
         flip=args.flip,
+        templates=PROMPT_SETS.get(args.prompts),
     )
+    protocol = replace(protocol, **image_pipeline_options(args))
     if args.short_side is not None:
         if args.short_side < 0:
             raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
@@ -164,22 +176,23 @@ def zero_shot_protocol_for(args: argparse.Namespace):
 
 def _evaluate_zero_shot(args: argparse.Namespace, model, out: Path | None) -> int:
     from annofree.data.benchmarks.registry import open_dataset
-    from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE
     from annofree.evaluation.folder import evaluate_dataset
     from annofree.evaluation.reports import PredictionWriter
 
     protocol = zero_shot_protocol_for(args)
     dataset = open_dataset(args.dataset, args.root, args.split, skip_bad=args.skip_bad)
     writer = PredictionWriter(args.save_predictions) if args.save_predictions else None
-    template = list(PROMPT_TEMPLATES) if args.prompts == "ensemble" else SEGMENTATION_TEMPLATE
     results = evaluate_dataset(
-        model, dataset, protocol, template=template, limit=args.limit, progress=not args.no_progress, on_result=writer
+        model, dataset, protocol, limit=args.limit, progress=not args.no_progress, on_result=writer
     )
     print(format_table(results))
     if writer is not None:
         print(f"wrote {writer.count} predictions to {writer.directory}")
     if out is not None:
-        settings = protocol.segmenter_options() | {"prompts": args.prompts, "prompt_names": dict(protocol.prompt_names)}
+        settings = protocol.segmenter_options() | {
+            "templates": protocol.templates,
+            "prompt_names": dict(protocol.prompt_names),
+        }
         record = {**results, "dataset": args.dataset, "weights": str(args.weights or args.onnx), "data": str(args.root)}
         write_json(out, record | {"settings": settings})
         print(f"wrote {out} and {out.with_suffix('.md')}")
@@ -187,11 +200,12 @@ def _evaluate_zero_shot(args: argparse.Namespace, model, out: Path | None) -> in
 
 
 def _classify(args: argparse.Namespace, model, out: Path | None) -> int:
-    from annofree.data.captions import PROMPT_TEMPLATES, SUBSET_TEMPLATES
+    from annofree.data.captions import TEMPLATE_SETS
     from annofree.evaluation.classification import classify_zero_shot, open_classification_set
+    from annofree.evaluation.protocols import CLASSIFICATION_PROTOCOL
 
     data = open_classification_set(args.root, args.class_names, args.val_list)
-    templates = SUBSET_TEMPLATES if args.templates == "7" else PROMPT_TEMPLATES
+    templates = TEMPLATE_SETS[TEMPLATE_COUNTS.get(args.templates, CLASSIFICATION_PROTOCOL.templates)]
     result = classify_zero_shot(model, data, templates, progress=not args.no_progress)
     print(
         f"top-1 {100 * result['top1']:.2f} %, top-5 {100 * result['top5']:.2f} % "

@@ -18,6 +18,7 @@ then 1.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -115,6 +116,59 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
         parser.set_defaults(bg_thresh=None, bg_rule=None, mode=None, window=None, stride=None, topk=None, flip=None)
 
 
+def add_image_pipeline_options(parser: argparse.ArgumentParser, protocol: bool = False) -> None:
+    """How images are resized and fitted to the patch grid (``annofree segment`` and ``annofree evaluate``).
+
+    Unset, they are ``None``: ``ZeroShotSegmenter``'s defaults apply (annofree's choices for photos), or with
+    ``protocol`` the benchmark protocol's (the official GroupViT evaluation's)."""
+    from annofree.evaluation.protocols import ZeroShotProtocol
+    from annofree.inference.resize import RESIZE_METHODS
+    from annofree.inference.zero_shot import PATCH_RULES
+
+    def default(name: str) -> str:
+        if protocol:
+            return f"the protocol's, {getattr(ZeroShotProtocol, name)}"
+        value = inspect.signature(ZeroShotSegmenter).parameters[name].default
+        return "none" if value is None else str(value)
+
+    parser.add_argument(
+        "--resize",
+        choices=list(RESIZE_METHODS),
+        default=None,
+        help="how the image is resized to --short-side: 'antialias' (antialiased when shrinking, better for photos) "
+        "or 'official' (as the official GroupViT evaluation: OpenCV's bilinear on the 8-bit image, no "
+        f"antialiasing; the benchmarks' default) (default: {default('resize')})",
+    )
+    parser.add_argument(
+        "--max-long-side",
+        type=int,
+        default=None,
+        metavar="N",
+        help="scale the image less where its long side would pass N, 0 for no cap (the official evaluation caps at "
+        f"2048) (default: {default('max_long_side')})",
+    )
+    parser.add_argument(
+        "--patch-remainder",
+        choices=list(PATCH_RULES),
+        default=None,
+        help="sides that are not a multiple of the patch size: 'fit' resizes the crop to the nearest multiple "
+        "(every pixel counts) or 'drop' drops the right and bottom remainder, as the official GroupViT code does "
+        f"(default: {default('patch_remainder')})",
+    )
+
+
+def image_pipeline_options(args: argparse.Namespace) -> dict:
+    """The options of ``add_image_pipeline_options`` that were given, as ``ZeroShotSegmenter`` keywords
+    (``--max-long-side 0``: ``None``, no cap)."""
+    given = {key: getattr(args, key, None) for key in ("resize", "patch_remainder", "max_long_side")}
+    options = {key: value for key, value in given.items() if value is not None}
+    if "max_long_side" in options:
+        if options["max_long_side"] < 0:
+            raise UserError(f"--max-long-side must be 0 (no cap) or positive, got {options['max_long_side']}")
+        options["max_long_side"] = options["max_long_side"] or None
+    return options
+
+
 def resolve_device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -174,6 +228,7 @@ def segmenter_options(args: argparse.Namespace) -> dict:
         "window": args.window,
         "stride": args.stride,
         "short_side": args.short_side or None,
+        **image_pipeline_options(args),
     }
 
 
@@ -201,6 +256,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     add_inference_options(parser, onnx=True)
+    add_image_pipeline_options(parser)
     parser.add_argument("--alpha", type=float, default=0.5, help="colour opacity of the overlay (default 0.5)")
     parser.add_argument(
         "--vis",

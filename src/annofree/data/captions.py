@@ -117,6 +117,12 @@ SUBSET_TEMPLATES: tuple[str, ...] = (
 )
 # The single prompt GroupViT uses for class names in zero-shot segmentation.
 SEGMENTATION_TEMPLATE = "a photo of a {}."
+# The official template sets by their names (NVlabs/GroupViT datasets/imagenet_template.py ``template_meta``).
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "full": PROMPT_TEMPLATES,
+    "subset": SUBSET_TEMPLATES,
+    "simple": (SEGMENTATION_TEMPLATE,),
+}
 
 NOUN_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS"})
 # The official GroupViT code keeps these verb tags as well (keep_verbs=True).
@@ -209,6 +215,7 @@ __all__ = [
     "PROMPT_TEMPLATES",
     "SEGMENTATION_TEMPLATE",
     "SUBSET_TEMPLATES",
+    "TEMPLATE_SETS",
     "VERB_TAGS",
     "extract_nouns",
     "preload",

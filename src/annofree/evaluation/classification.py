@@ -8,9 +8,11 @@ Data, either layout:
 
 Class names for the prompts come from a file (one name a line, line i names class id i; e.g. CLIP's
 ImageNet names) or, without one, from the folder names (``_`` read as a space). Every class gets the
-average of its prompt embeddings over a template ensemble: GroupViT's 7-template subset or CLIP's 80.
-Images are resized (bicubic) so the short side is the model's input size / 0.875, then centre-cropped
-to the input size (the DeiT/GroupViT validation transform). Unreadable images are skipped and counted.
+normalised mean of its prompts' un-normalised embeddings over a template ensemble (``class_embeddings``):
+GroupViT's 7-template subset (the official protocol, ``annofree.evaluation.protocols``) or CLIP's 80.
+Images get GroupViT's validation view: the short side resized (bilinear) to int(256/224 x the model's input
+size), the long side in proportion (truncated), then the central crop of the input size. Unreadable images
+are skipped and counted.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from annofree.errors import UserError
 
 logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-CROP_RATIO = 0.875
 
 
 @dataclass(frozen=True)
@@ -110,13 +111,20 @@ def open_classification_set(
 
 
 def center_view(image: np.ndarray, size: int) -> np.ndarray:
-    """Short side to ``size / 0.875`` (bicubic), then the central ``size x size`` crop."""
+    """The official validation view: torchvision's ``Resize(int(256 / 224 * size))`` (bilinear, the long side
+    truncated) then ``CenterCrop(size)`` (offsets rounded half to even)."""
+    from annofree.evaluation.protocols import CLASSIFICATION_PROTOCOL
+
     height, width = image.shape[:2]
-    scale = round(size / CROP_RATIO) / min(height, width)
-    new = (max(size, round(width * scale)), max(size, round(height * scale)))
-    resized = np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
-    top, left = (new[1] - size) // 2, (new[0] - size) // 2
-    return resized[top : top + size, left : left + size]
+    short = int(CLASSIFICATION_PROTOCOL.resize_ratio * size)
+    if height <= width:
+        new_height, new_width = short, int(short * width / height)
+    else:
+        new_height, new_width = int(short * height / width), short
+    if (new_height, new_width) != (height, width):
+        image = np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.BILINEAR))
+    top, left = round((new_height - size) / 2), round((new_width - size) / 2)  # Python rounds half to even
+    return image[max(top, 0) : max(top, 0) + size, max(left, 0) : max(left, 0) + size]
 
 
 def _batches(data: ClassificationSet, size: int, batch_size: int, skipped: list[str]):

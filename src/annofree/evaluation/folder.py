@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from annofree.errors import UserError
 from annofree.evaluation.metrics import ConfusionMatrix
-from annofree.evaluation.protocols import ZeroShotProtocol
+from annofree.evaluation.protocols import ZeroShotProtocol, zero_shot_protocol
 from annofree.inference.zero_shot import (
     BACKGROUND,
     SegmentationResult,
@@ -121,31 +122,27 @@ def evaluate_folder(
     model: nn.Module,
     root: str | Path,
     *,
-    bg_thresh: float = 0.95,
-    bg_rule: Literal["affinity", "similarity"] = "affinity",
-    mode: Literal["whole", "slide"] = "whole",
-    window: int = 448,
-    stride: int = 224,
-    short_side: int | None = 448,
-    topk: int | None = 5,
-    flip: bool = False,
     template: str | Sequence[str] | None = None,
     tokenizer: Tokenizer | None = None,
     limit: int | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
     """Zero-shot mIoU of ``model`` on a segmentation folder.
 
+    ``options`` are fields of ``ZeroShotProtocol`` (``bg_thresh``, ``mode``, ``short_side``, ``resize``, ...)
+    over the folder protocol (``zero_shot_protocol("folder")``: whole images, the official image pipeline).
     Returns ``{"miou", "pixel_accuracy", "mean_accuracy", "per_class_iou": {name: iou or None},
     "per_class_accuracy", "num_images", "num_pixels"}`` (plus ``"without_background"`` when class 0 is the
     background). ``limit`` evaluates only the first images.
     """
     from annofree.data.folder import SegmentationFolder
 
-    protocol = ZeroShotProtocol(
-        "folder", bg_thresh=bg_thresh, bg_rule=bg_rule, short_side=short_side, mode=mode, window=window,
-        stride=stride, topk=topk, flip=flip,
-    )  # fmt: skip
+    known = {f.name for f in fields(ZeroShotProtocol)} - {"name"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown evaluation option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    protocol = replace(zero_shot_protocol("folder"), **options)
     try:
         dataset = SegmentationFolder(root)
         return evaluate_dataset(
@@ -172,7 +169,8 @@ def evaluate_dataset(
 
     Id 0 is the background when the data set says so (``dataset.background``) or names it "background":
     it is then predicted by the threshold and scored with and without it. The other classes are prompted
-    with ``protocol.queries`` (the reference's name edits); results keep the data set's names.
+    with ``protocol.queries`` (the reference's name edits) in the protocol's templates (``template`` given:
+    those instead); results keep the data set's names.
     """
     classes = [str(c) for c in dataset.classes]
     if not classes:
@@ -184,7 +182,7 @@ def evaluate_dataset(
     segmenter = ZeroShotSegmenter(
         model,
         protocol.queries(objects),
-        template=template,
+        template=protocol.prompt_templates() if template is None else template,
         with_background=with_background,
         tokenizer=tokenizer,
         windows_per_batch=windows_per_batch,

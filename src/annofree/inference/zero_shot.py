@@ -1,5 +1,11 @@
 """Zero-shot semantic segmentation with GroupViT, following the reference evaluation.
 
+The image is first resized so that its short side is ``short_side`` (``resize``: annofree's antialiased
+resize by default, or the official evaluation's OpenCV-exact one, optionally capped by ``max_long_side``;
+``annofree.inference.resize``). A crop side that is not a multiple of the patch size is resized to fit the
+patch grid (``patch_remainder="fit"``, the default) or loses its remainder as in the official code
+(``"drop"``); the benchmark protocols (``annofree.evaluation.protocols``) use the official choices.
+
 Per crop (the whole image, or each sliding window):
 
 1. The soft patch-to-group maps of the grouping stages are chained (``GroupOutput.grouping``,
@@ -40,6 +46,7 @@ from torch import nn
 
 from annofree.data.images import ImageInput, to_pixel_batch
 from annofree.errors import UserError
+from annofree.inference.resize import RESIZE_METHODS, ResizeMethod, rescaled_size, resize_pixels
 from annofree.inference.sliding import slide, window_boxes
 
 BACKGROUND = "background"
@@ -148,8 +155,11 @@ def class_embeddings(
 ) -> torch.Tensor:
     """``[C, D]`` unit-norm text embeddings of the classes.
 
-    With several templates each class's prompt embeddings are averaged and renormalised (the
-    reference's prompt ensemble). ``tokenizer`` defaults to the CLIP BPE tokenizer.
+    With several templates a class's embedding is the mean of its prompts' projected embeddings *before*
+    normalisation, normalised once (the official ``build_text_embedding``): prompts the model embeds with a
+    larger norm weigh more. A model without ``text_features`` (``OnnxGroupViT``, whose export gives unit-norm
+    embeddings only) averages the unit-norm embeddings instead; with one template both laws agree.
+    ``tokenizer`` defaults to the CLIP BPE tokenizer.
     """
     if tokenizer is None:
         from annofree.data.tokenizer import tokenize as tokenizer
@@ -157,9 +167,10 @@ def class_embeddings(
     prompts = [t.format(name) for name in class_names for t in templates]
     context = model.config.text.context_length
     device, _ = input_device_dtype(model)
+    embed = getattr(model, "text_features", model.encode_text)
     with eval_mode(model):
         chunks = [
-            model.encode_text(tokenizer(prompts[i : i + batch_size], context_length=context).to(device))
+            embed(tokenizer(prompts[i : i + batch_size], context_length=context).to(device))
             for i in range(0, len(prompts), batch_size)
         ]
     embeds = torch.cat(chunks).float().view(len(class_names), len(templates), -1)
@@ -253,10 +264,10 @@ def pixel_scores(group_index: torch.Tensor, group_scores: torch.Tensor) -> torch
 # ----------------------------------------------------------------------------- helpers
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool = False) -> torch.Tensor:
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], max_elements: int = 1 << 25) -> torch.Tensor:
@@ -283,13 +294,13 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], max_elements: i
     return best_index
 
 
-def resize_short_side(pixels: torch.Tensor, short_side: int) -> torch.Tensor:
-    """Resize ``[B, C, H, W]`` so that its shorter side is ``short_side``, keeping the aspect ratio."""
-    height, width = pixels.shape[-2:]
-    factor = short_side / min(height, width)
-    size = (max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5)))
-    # Antialiasing matters when big photos shrink to the test size; it is a no-op when enlarging.
-    return _resize(pixels, size, antialias=factor < 1)
+def resize_short_side(
+    pixels: torch.Tensor, short_side: int, max_long_side: int | None = None, method: ResizeMethod = "antialias"
+) -> torch.Tensor:
+    """Resize ``[B, C, H, W]`` so that its shorter side is ``short_side`` (or its long side ``max_long_side``
+    when that comes first), keeping the aspect ratio; ``method`` as ``annofree.inference.resize``."""
+    size = rescaled_size(int(pixels.shape[-2]), int(pixels.shape[-1]), short_side, max_long_side)
+    return resize_pixels(pixels, size, method)
 
 
 def fit_to_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
@@ -304,6 +315,19 @@ def fit_to_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     return _resize(pixels, size)
 
 
+def drop_patch_remainder(pixels: torch.Tensor, patch: int) -> torch.Tensor:
+    """The crop the official patch convolution sees: the right and bottom pixels that do not fill a patch
+    dropped (the grouping maps are then stretched over the whole crop). A side shorter than one patch, which
+    the official code cannot take, is resized to one patch."""
+    height, width = pixels.shape[-2:]
+    if height < patch or width < patch:
+        return fit_to_patches(pixels, patch)
+    return pixels[..., : height // patch * patch, : width // patch * patch]
+
+
+PATCH_RULES = {"drop": drop_patch_remainder, "fit": fit_to_patches}  # patch_remainder -> what the model sees
+
+
 # ----------------------------------------------------------------------------- the segmenter
 
 
@@ -314,6 +338,16 @@ def check_short_side(short_side: int | None) -> int | None:
     if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or short_side < 0:
         raise UserError(f"short_side must be a positive number of pixels, or 0 to keep the size; got {short_side!r}")
     return int(short_side)
+
+
+def check_image_options(max_long_side: int | None, resize: str, patch_remainder: str) -> None:
+    """A ``UserError`` for a bad long-side cap, an unknown resize method or an unknown patch remainder rule."""
+    if max_long_side is not None and int(max_long_side) < 1:
+        raise UserError(f"max_long_side must be positive (or None), got {max_long_side}")
+    if resize not in RESIZE_METHODS:
+        raise UserError(f"unknown resize method {resize!r} (use one of {', '.join(RESIZE_METHODS)})")
+    if patch_remainder not in PATCH_RULES:
+        raise UserError(f"unknown patch remainder rule {patch_remainder!r} (use one of {', '.join(PATCH_RULES)})")
 
 
 def check_background(bg_rule: str, bg_thresh: float) -> None:
@@ -345,6 +379,14 @@ class ZeroShotSegmenter:
             ``None`` is ``annofree.data.captions.SEGMENTATION_TEMPLATE``.
         mode: ``"whole"`` (one pass over the image) or ``"slide"`` (windows of ``window`` every ``stride``).
         short_side: resize the shorter side to this before inference (0: keep the size).
+        max_long_side: with ``short_side``, scale less where the long side would pass this (the official
+            protocol's 2048; ``None``: no cap).
+        resize: ``"antialias"`` (default: floating-point bilinear, antialiased when shrinking, for photos) or
+            ``"official"`` (the official evaluation's: OpenCV's bilinear on the 8-bit image, no antialiasing;
+            ``annofree.inference.resize``).
+        patch_remainder: a crop side that is not a multiple of the patch size: ``"fit"`` (default: the crop is
+            resized to the nearest multiple, every pixel counts) or ``"drop"`` (the official: the patch
+            convolution drops the right and bottom remainder, the grouping maps are stretched over the crop).
         with_background: add the thresholded background channel as label 0.
         flip: also segment the mirrored image and average the two logits (test-time augmentation, as mmseg's
             ``flip=True``; not in the paper's protocol; twice the work).
@@ -365,6 +407,9 @@ class ZeroShotSegmenter:
         window: int | tuple[int, int] = 448,
         stride: int | tuple[int, int] = 224,
         short_side: int | None = 448,
+        max_long_side: int | None = None,
+        resize: ResizeMethod = "antialias",
+        patch_remainder: Literal["drop", "fit"] = "fit",
         with_background: bool = True,
         windows_per_batch: int = 8,
         flip: bool = False,
@@ -376,6 +421,7 @@ class ZeroShotSegmenter:
         if topk is not None and int(topk) < 1:
             raise UserError(f"topk must be at least 1, got {topk}")
         short_side = check_short_side(short_side)
+        check_image_options(max_long_side, resize, patch_remainder)
         if mode == "slide":
             try:  # validate window and stride now rather than on the first image
                 window_boxes(1, 1, window, stride)
@@ -389,6 +435,9 @@ class ZeroShotSegmenter:
         self.mode = mode
         self.window, self.stride = window, stride
         self.short_side = short_side
+        self.max_long_side = max_long_side
+        self.resize = resize
+        self.patch_remainder = patch_remainder
         self.with_background = with_background
         self.windows_per_batch = max(1, int(windows_per_batch))
         self.flip = bool(flip)
@@ -407,7 +456,7 @@ class ZeroShotSegmenter:
     def crop_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised crops ``[N, 3, h, w]`` (any size) -> logits ``[N, K, h, w]`` (float32)."""
         size = tuple(pixels.shape[-2:])
-        out = self.model.encode_groups(fit_to_patches(pixels, self.patch_size))
+        out = self.model.encode_groups(PATCH_RULES[self.patch_remainder](pixels, self.patch_size))
         text = self.text_embeds.to(out.group_embeds.device)
         groups, image = out.group_embeds.float(), out.image_embeds.float()
         group_index = group_maps(out.grouping.float(), out.grid, size)
@@ -425,7 +474,7 @@ class ZeroShotSegmenter:
         device, dtype = input_device_dtype(self.model)
         pixels = pixels.to(device=device, dtype=torch.float32)
         if self.short_side is not None:
-            pixels = resize_short_side(pixels, int(self.short_side))
+            pixels = resize_short_side(pixels, int(self.short_side), self.max_long_side, self.resize)
         with eval_mode(self.model):
             pixels = self.model.normalize_pixels(pixels).to(dtype)
             logits = self._one_pass(pixels)
@@ -461,12 +510,15 @@ class ZeroShotSegmenter:
 __all__ = [
     "BACKGROUND",
     "BG_RULES",
+    "PATCH_RULES",
     "SegmentationResult",
     "ZeroShotSegmenter",
     "check_background",
     "check_class_names",
+    "check_image_options",
     "check_short_side",
     "class_embeddings",
+    "drop_patch_remainder",
     "eval_mode",
     "fit_to_patches",
     "group_class_affinity",

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE, SUBSET_TEMPLATES, extract_nouns
+from annofree.data.captions import TEMPLATE_SETS, extract_nouns
 from annofree.data.shards import derive_seed, image_text_batches
 from annofree.data.tokenizer import get_tokenizer
 from annofree.data.transforms import random_resized_crop
@@ -40,8 +40,6 @@ from annofree.methods.base import LoaderSpec, Method, register
 from annofree.models import GroupViT, GroupViTConfig
 from annofree.sections import ConfigError, parse_section, require, spec
 
-# GroupViT's template sets by its names (``data.text_aug.template_set``).
-TEMPLATE_SETS = {"full": PROMPT_TEMPLATES, "subset": SUBSET_TEMPLATES, "simple": (SEGMENTATION_TEMPLATE,)}
 NO_IDENTITY = -1  # prompt id of a caption standing in for a missing noun: never "the same text" as another
 MULTI_LABEL_FORMS = ("softmax", "sigmoid")
 # Start of the sigmoid form's bias: most (image, prompt) pairs are negatives, so the logits start well below 0

@@ -55,7 +55,8 @@ class GroupViT(nn.Module):
         return self.img_projector(tokens.mean(dim=1))
 
     def text_features(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Token ids ``[..., L]`` -> ``[..., D]``; all texts share one BatchNorm pass."""
+        """Token ids ``[..., L]`` -> ``[..., D]``, the projected embeddings before normalisation; all texts share
+        one BatchNorm pass. Prompt ensembles average these, then normalise (``class_embeddings``)."""
         shape = token_ids.shape
         x = self.text_projector(self.text_encoder(token_ids.reshape(-1, shape[-1])))
         return x.reshape(*shape[:-1], x.shape[-1])

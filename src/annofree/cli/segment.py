@@ -242,8 +242,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="GroupViT weights (zero-shot, --classes required): for each image write NAME.png (class ids, "
         "0 = background, i = i-th class), NAME_overlay.png and NAME.json into --out. DenseSiam weights "
         "(unsupervised, no --classes): NAME.png (cluster ids) and NAME_overlay.png; the GroupViT-only options "
-        "(--bg-thresh, --bg-rule, --flip, --mode, --window, --stride, --topk, --prompts) are ignored. --onnx DIR "
-        "instead of --weights: a GroupViT exported by `annofree export onnx`, run with onnxruntime (same outputs).",
+        "(--bg-thresh, --bg-rule, --flip, --mode, --window, --stride, --topk, --prompts, --resize, --max-long-side, "
+        "--patch-remainder) are ignored. GroupViT images are resized as suits photos (antialiased when shrinking, "
+        "sides fitted to the patch grid); --resize official --max-long-side 2048 --patch-remainder drop is the "
+        "official GroupViT evaluation's pipeline, which `annofree evaluate` uses. --onnx DIR instead of --weights: "
+        "a GroupViT exported by `annofree export onnx`, run with onnxruntime (same outputs).",
     )
     parser.add_argument(
         "images",

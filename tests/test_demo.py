@@ -16,6 +16,8 @@ from annofree.demo import groupvit as demo_groupvit
 from annofree.demo import route_overrides
 from annofree.demo.recipes import load_demo_config, untrained_model
 from annofree.errors import UserError
+from annofree.evaluation.protocols import zero_shot_protocol
+from annofree.inference.settings import ZeroShotSettings
 
 TINY = [
     "train.init_weights=null",  # the recipe's checkpoint is for its own model size, not this tiny one
@@ -86,6 +88,20 @@ def test_demo_trains_scores_and_leaves_weights_that_segment(tmp_path, capsys):
     args = [str(image) if a == "YOUR_IMAGE.jpg" else str(seg) if a == "seg_out" else a for a in shlex.split(suggested)]
     assert args[0] == "annofree" and cli.main(args[1:]) == 0
     assert np.asarray(Image.open(seg / "mine.png")).shape == (40, 50)
+
+    # The run keeps the settings it was scored with: `annofree segment` without options uses them and says so.
+    stored = json.loads((run_dir / "inference.json").read_text())
+    folder = zero_shot_protocol("folder").settings  # what the demo's folder scoring starts from
+    scored = ZeroShotSettings.from_dict({k: v for k, v in evaluation.items() if k != "classes"}, base=folder)
+    assert ZeroShotSettings.from_dict(stored["zero_shot"]) == scored and stored["synthetic"] is True
+    capsys.readouterr()
+    bare = [str(image), "--weights", str(run_dir), "--classes", "circle,star", "--out", str(tmp_path / "bare")]
+    assert cli.main(["segment", *bare]) == 0
+    err = capsys.readouterr().err
+    assert f"from {run_dir / 'inference.json'}: bg_thresh={evaluation['bg_thresh']:g} bg_rule=similarity" in err
+    assert "short_side=72" in err and "flip=on" in err and "trained on synthetic scenes only" in err
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "bare" / "mine.png")),
+                                  np.asarray(Image.open(seg / "mine.png")))  # fmt: skip
 
 
 def test_a_second_run_reuses_the_rendered_scenes(tmp_path):

@@ -30,7 +30,7 @@ import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,11 +207,15 @@ class SegmentApp:
     Args:
         model: a GroupViT (zero-shot, class names needed) or a DenseSiam (clusters).
         limits: what one request may ask (:class:`Limits`).
-        short_side: the shorter side the model sees (``None``: 448 for GroupViT, 320 for DenseSiam; 0: keep).
-        bg_thresh, bg_rule, mode, window, stride, topk, flip, template: the zero-shot segmenter's defaults
-            (GroupViT).
+        short_side: the shorter side the model sees (0: keep). ``None``: for GroupViT the weights' stored
+            settings, else the segmenter's default; 320 for DenseSiam.
+        template: prompt templates instead of the ``prompts`` setting's (GroupViT).
         display_side: the pictures sent back are at most this many pixels on their longer side (shares are
             counted at the image's own size); small images are enlarged by an integer factor towards 320.
+        settings_source: how the settings line (:meth:`notes`) names the options given here.
+        **options: the zero-shot segmenter's settings (GroupViT: ``bg_thresh``, ``bg_rule``, ``mode``, ``flip``...;
+            :class:`annofree.inference.settings.ZeroShotSettings`), each given one over the weights' stored
+            settings (``model.inference_settings``) over the defaults. The page's mode and threshold start there.
     """
 
     def __init__(
@@ -220,40 +224,65 @@ class SegmentApp:
         *,
         limits: Limits | None = None,
         short_side: int | None = None,
-        bg_thresh: float = 0.95,
-        bg_rule: str = "affinity",
-        mode: str = "whole",
-        window: int = 448,
-        stride: int = 224,
-        topk: int | None = 5,
-        flip: bool = False,
         template: str | Sequence[str] | None = None,
         display_side: int = 1024,
         title: str = "",
+        settings_source: str = "the arguments",
+        **options: Any,
     ):
-        from annofree.cli.segment import GROUPVIT_SHORT_SIDE, is_densesiam
         from annofree.inference.clusters import DENSESIAM_SHORT_SIDE
+        from annofree.models.densesiam import DenseSiam
 
         self.model = model
-        self.kind = "densesiam" if is_densesiam(model) else "groupvit"
+        self.kind = "densesiam" if isinstance(model, DenseSiam) else "groupvit"
         self.limits = limits or Limits()
-        default = DENSESIAM_SHORT_SIDE if self.kind == "densesiam" else GROUPVIT_SHORT_SIDE
-        self.short_side = (default if short_side is None else int(short_side)) or None
-        self.bg_thresh, self.mode, self.window, self.stride = float(bg_thresh), mode, window, stride
-        self.bg_rule = bg_rule
-        if self.kind == "groupvit":
-            from annofree.inference.zero_shot import check_background
-
-            check_background(bg_rule, self.bg_thresh)  # before serving, not at the first request
-        self.topk, self.template, self.flip = topk, template, bool(flip)
+        self.template = template
         self.display_side = int(display_side)
         self.title = title
         self._segmenters: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()  # one request at a time uses the model
+        from annofree.inference.settings import resolve_settings
+
         if self.kind == "densesiam":
             from annofree.inference.clusters import ClusterSegmenter
 
+            self.settings, self.sources = resolve_settings()  # unused: the page hides the zero-shot controls
+            self.short_side = (DENSESIAM_SHORT_SIDE if short_side is None else int(short_side)) or None
             self._clusters = ClusterSegmenter(model, short_side=self.short_side)
+            return
+        if short_side is not None:
+            options["short_side"] = int(short_side) or None
+        # Checked here, before serving, not at the first request.
+        stored = getattr(model, "inference_settings", None)
+        self.settings, self.sources = resolve_settings(stored, options, given_source=settings_source)
+        self.short_side = self.settings.short_side
+
+    @property
+    def bg_thresh(self) -> float:
+        return self.settings.bg_thresh
+
+    @property
+    def bg_rule(self) -> str:
+        return self.settings.bg_rule
+
+    @property
+    def mode(self) -> str:
+        return self.settings.mode
+
+    @property
+    def flip(self) -> bool:
+        return self.settings.flip
+
+    def notes(self) -> list[str]:
+        """What the page and the server's start say about the settings: the zero-shot settings the page starts
+        from and where each came from, and a warning when the weights learned from synthetic scenes only."""
+        from annofree.inference.settings import SYNTHETIC_NOTE, describe_settings
+
+        if self.kind == "densesiam":
+            return [f"DenseSiam clusters at short side {self.short_side or 'kept'}"]
+        stored = getattr(self.model, "inference_settings", None)
+        synthetic = [f"note: {SYNTHETIC_NOTE}"] if stored is not None and stored.synthetic else []
+        return [describe_settings(self.settings, self.sources), *synthetic]
 
     def segment(
         self,
@@ -285,19 +314,8 @@ class SegmentApp:
 
         key = (names, mode, bg_thresh)
         if key not in self._segmenters:
-            self._segmenters[key] = ZeroShotSegmenter(
-                self.model,
-                list(names),
-                bg_thresh=bg_thresh,
-                bg_rule=self.bg_rule,
-                flip=self.flip,
-                topk=self.topk,
-                template=self.template,
-                mode=mode,
-                window=self.window,
-                stride=self.stride,
-                short_side=self.short_side,
-            )
+            settings = replace(self.settings, mode=mode, bg_thresh=bg_thresh)
+            self._segmenters[key] = ZeroShotSegmenter(self.model, list(names), settings, template=self.template)
             while len(self._segmenters) > 8:
                 self._segmenters.popitem(last=False)
         self._segmenters.move_to_end(key)
@@ -443,6 +461,7 @@ def build_blocks(app: SegmentApp, examples: Sequence[tuple[str | Path, str]] = (
             f"## annofree: {'zero-shot segmentation (GroupViT)' if groupvit else 'unsupervised clusters (DenseSiam)'}"
             + (f"\n`{app.title}`" if app.title else "")
         )
+        gr.Markdown("\n\n".join(f"`{note}`" for note in app.notes()), elem_id="notes")  # code: no markup
         with gr.Row():
             with gr.Column(scale=2):
                 image = gr.Image(

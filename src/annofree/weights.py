@@ -3,6 +3,10 @@
 ``model.safetensors`` carries, in its metadata, the method name (``annofree.method``) and the model
 config as JSON (``annofree.config``), so a single file is enough to rebuild the model. Files are written
 atomically (temporary file, fsync, rename): a crash never leaves a half-written file in place.
+
+Beside the weights, ``inference.json`` (``NAME.inference.json`` beside another ``NAME.safetensors``) keeps the
+zero-shot segmenter's settings that the weights were scored with (:mod:`annofree.inference.settings`);
+``load`` attaches them to the model as ``model.inference_settings`` (``None`` when there is no such file).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 
 from annofree.errors import UserError
 from annofree.folders import disk_error
+from annofree.inference.settings import SETTINGS_NAME, StoredSettings, ZeroShotSettings, parse_stored_settings
 
 WEIGHTS_NAME = "model.safetensors"
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
@@ -161,13 +166,54 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[s
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Load a deployable model (GroupViT, DenseSiam) from a run directory, weights file or pretrained name, in eval
-    mode. ``load("groupvit-gcc-yfcc")`` downloads the published weights once (see :mod:`annofree.pretrained`)."""
+    mode. ``load("groupvit-gcc-yfcc")`` downloads the published weights once (see :mod:`annofree.pretrained`).
+
+    ``model.inference_settings`` holds the settings stored beside the weights (``read_stored_settings``), which
+    ``ZeroShotSegmenter`` starts from; ``None`` when there are none (pretrained names: the paper's settings)."""
     state, method, config = read_weights(path)
     if method not in _BUILDERS:
         raise UserError(f"{path}: weights of unknown method {method!r}")
     model = _BUILDERS[method](config)
     _load_state(model, state, f"{path}: weights do not match the stored {method} config")
+    model.inference_settings = read_stored_settings(resolve_weights_path(path))
     return model.to(device).eval()
+
+
+def settings_path(weights: str | Path) -> Path:
+    """Where the settings of ``weights`` (a run directory or a weights file) lie: ``inference.json`` beside
+    ``model.safetensors``, ``NAME.inference.json`` beside any other ``NAME.safetensors``."""
+    path = Path(weights)
+    if path.is_dir():
+        return path / SETTINGS_NAME
+    if path.name == WEIGHTS_NAME:
+        return path.parent / SETTINGS_NAME
+    return path.with_name(f"{path.stem}.{SETTINGS_NAME}")
+
+
+def read_stored_settings(weights: str | Path) -> StoredSettings | None:
+    """The settings stored with ``weights`` (a run directory or weights file), or ``None`` when it has none;
+    a one-line error for a file that is unreadable or names an unknown setting."""
+    path = settings_path(weights)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the weights' settings ({exc})") from None
+    return parse_stored_settings(text, str(path))
+
+
+def write_stored_settings(
+    weights: str | Path, settings: ZeroShotSettings | dict[str, Any], synthetic: bool = False
+) -> Path:
+    """Write the settings that ``weights`` (a run directory or weights file) were scored with beside them,
+    atomically, and whether they were trained on synthetic scenes only; returns the file."""
+    values = settings.to_dict() if isinstance(settings, ZeroShotSettings) else dict(settings)
+    text = StoredSettings(values, synthetic).to_json()
+    parse_stored_settings(text, "settings")  # checked before anything is written
+    path = settings_path(weights)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return path
 
 
 def load_into(model: nn.Module, path: str | Path, method: str) -> None:

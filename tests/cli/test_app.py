@@ -105,3 +105,17 @@ def test_sigterm_stops_the_server_and_removes_the_examples(tmp_path, monkeypatch
     assert stop.value.code == 0
     assert seen and not any(path.exists() for path in seen)
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+
+
+def test_the_app_starts_from_the_weights_settings_and_says_so(tmp_path, served, capsys):
+    from annofree.weights import write_stored_settings
+
+    weights = save_tiny_groupvit(tmp_path / "run")
+    write_stored_settings(weights, {"bg_rule": "similarity", "bg_thresh": 0.2, "short_side": 24}, synthetic=True)
+    assert cli.main(["app", "--weights", str(weights), "--no-examples", "--mode", "slide"]) == 0
+    app = served[0]["app"]
+    assert (app.bg_rule, app.bg_thresh, app.short_side, app.mode) == ("similarity", 0.2, 24, "slide")
+    err = capsys.readouterr().err
+    assert f"from {tmp_path / 'run' / 'inference.json'}: bg_thresh=0.2 bg_rule=similarity short_side=24" in err
+    assert "from the command line: mode=slide" in err and "trained on synthetic scenes only" in err
+    assert app.notes() == err.strip().splitlines()[:2]  # the page shows the same lines

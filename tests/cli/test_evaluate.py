@@ -64,3 +64,34 @@ def test_evaluate_bad_folder_is_a_one_line_error(tmp_path, weights, monkeypatch,
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "nowhere" in err
+
+
+def test_a_folder_is_scored_with_the_weights_settings_a_benchmark_with_its_protocol(
+    tmp_path, folder, monkeypatch, capsys
+):
+    import argparse
+
+    from annofree.cli.evaluate import zero_shot_protocol_for
+    from annofree.weights import load, write_stored_settings
+
+    stored = {"bg_rule": "similarity", "bg_thresh": 1.0, "short_side": 24}  # a cosine of 1: all background
+    write_stored_settings(save_tiny_groupvit(tmp_path / "run"), stored, synthetic=True)
+    out = tmp_path / "result.json"
+    code = annofree(monkeypatch, "evaluate", "--weights", tmp_path / "run", "--data", folder, "--out", out,
+                    "--no-progress")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"from {tmp_path / 'run' / 'inference.json'}: bg_thresh=1 bg_rule=similarity short_side=24" in err
+    assert "trained on synthetic scenes only" in err
+    result = json.loads(out.read_text())
+    assert result["settings"]["bg_rule"] == "similarity" and result["settings"]["short_side"] == 24
+    assert result["per_class_accuracy"]["background"] == 1.0 and result["per_class_accuracy"]["cat"] == 0.0
+
+    # A benchmark keeps its published protocol, and says that the weights' settings are not used.
+    names = ("bg_thresh", "bg_rule", "mode", "window", "stride", "short_side", "topk", "flip", "prompts")
+    args = argparse.Namespace(dataset="voc", **{**dict.fromkeys(names), "bg_thresh": 0.9})
+    protocol, notes = zero_shot_protocol_for(args, load(tmp_path / "run"))
+    assert protocol.settings.bg_rule == "affinity" and protocol.settings.mode == "slide"
+    assert protocol.settings.bg_thresh == 0.9
+    assert notes[0].startswith("zero-shot settings -- from the command line: bg_thresh=0.9; from the voc protocol:")
+    assert "says bg_rule=similarity short_side=24; voc is scored with its published protocol" in notes[1]

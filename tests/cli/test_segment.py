@@ -254,3 +254,95 @@ def test_progress_bar_on_a_terminal_and_quiet(tmp_path, weights, monkeypatch, ca
     monkeypatch.setattr(sys, "stderr", plain)
     assert annofree(monkeypatch, *common, "--out", tmp_path / "out3") == 0
     assert "%" not in plain.getvalue() and "segmented 2 of 2 inputs" in plain.getvalue()
+
+
+STORED = {"bg_rule": "similarity", "bg_thresh": 0.2, "short_side": 24, "flip": True}
+
+
+@pytest.fixture
+def stored_run(tmp_path):
+    """A run whose weights carry the settings they were scored with, trained on synthetic scenes."""
+    from annofree.weights import write_stored_settings
+
+    weights = save_tiny_groupvit(tmp_path / "stored")
+    write_stored_settings(weights, STORED, synthetic=True)
+    return weights.parent
+
+
+def test_segment_uses_the_weights_settings_and_says_where_each_came_from(
+    tmp_path, weights, stored_run, monkeypatch, capsys
+):
+    Image.fromarray(_rgb(30, 41, 7)).save(tmp_path / "x.png")
+    common = ["segment", tmp_path / "x.png", "--classes", "cat,dog,grass"]
+    assert annofree(monkeypatch, *common, "--weights", stored_run, "--out", tmp_path / "stored") == 0
+    err = capsys.readouterr().err
+    source = stored_run / "inference.json"
+    assert f"from {source}: bg_thresh=0.2 bg_rule=similarity short_side=24 flip=on" in err
+    assert "defaults: mode=whole topk=5 prompts=single" in err
+    assert "trained on synthetic scenes only; for photos use --weights groupvit-gcc-yfcc" in err
+    # The same labels as with every option given on the command line, to weights without a settings file.
+    explicit = ["--bg-rule", "similarity", "--bg-thresh", 0.2, "--short-side", 24, "--flip"]
+    assert annofree(monkeypatch, *common, "--weights", weights.parent, *explicit, "--out", tmp_path / "given") == 0
+    err = capsys.readouterr().err
+    assert "from the command line: bg_thresh=0.2 bg_rule=similarity short_side=24 flip=on" in err
+    assert "synthetic" not in err
+    stored_labels = np.asarray(Image.open(tmp_path / "stored" / "x.png"))
+    np.testing.assert_array_equal(stored_labels, np.asarray(Image.open(tmp_path / "given" / "x.png")))
+    assert annofree(monkeypatch, *common, "--weights", weights.parent, "--out", tmp_path / "paper") == 0
+    assert "defaults: bg_thresh=0.95 bg_rule=affinity mode=whole short_side=448" in capsys.readouterr().err
+
+
+def test_an_option_given_overrides_only_that_setting(tmp_path, stored_run, monkeypatch, capsys):
+    Image.fromarray(_rgb(30, 41, 7)).save(tmp_path / "x.png")
+    common = ["segment", tmp_path / "x.png", "--classes", "cat,dog", "--weights", stored_run]
+    # A cosine of -1 is no valid affinity: accepted here because the rule still comes from the weights.
+    assert annofree(monkeypatch, *common, "--bg-thresh", -1, "--no-flip", "--out", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    assert "from the command line: bg_thresh=-1 flip=off" in err
+    assert f"from {stored_run / 'inference.json'}: bg_rule=similarity short_side=24" in err
+    assert np.asarray(Image.open(tmp_path / "out" / "x.png")).min() >= 1  # no cosine is below -1: no background
+
+
+def test_a_broken_settings_file_is_a_one_line_error(tmp_path, stored_run, monkeypatch, capsys):
+    (stored_run / "inference.json").write_text('{"zero_shot": {"bg_treshold": 0.2}}')
+    Image.fromarray(_rgb(8, 8)).save(tmp_path / "x.png")
+    code = annofree(monkeypatch, "segment", tmp_path / "x.png", "--classes", "cat", "--weights", stored_run,
+                    "--out", tmp_path / "out")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "inference.json: unknown zero-shot setting 'bg_treshold'" in err
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate"])
+def test_help_says_where_unset_options_come_from(monkeypatch, capsys, command):
+    with pytest.raises(SystemExit):
+        annofree(monkeypatch, command, "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default None" not in text and "default: None" not in text
+    assert "--flip, --no-flip" in text
+    if command == "evaluate":
+        assert "(GroupViT default: the benchmark's protocol; with --data the weights' inference.json, else 448; " \
+            "DenseSiam default: 320 on a benchmark, the folder's size with --data)" in text  # fmt: skip
+    else:
+        assert "default: the weights' inference.json, else 0.95" in text
+
+
+def test_the_packaged_demo_weights_on_a_photo_use_their_settings_and_say_what_they_cannot_tell(
+    tmp_path, monkeypatch, capsys
+):
+    """The acceptance case of a new user: the demo's weights (trained on synthetic shapes) on a real photo."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from annofree.demo import default_config_path
+
+    Image.fromarray(skimage_data.chelsea()).save(tmp_path / "chelsea.jpg")
+    demo_weights = default_config_path("groupvit").parents[2] / "demo" / "weights" / "groupvit"
+    code = annofree(monkeypatch, "segment", tmp_path / "chelsea.jpg", "--weights", demo_weights,
+                    "--classes", "cat,person,cup,circle", "--out", tmp_path / "out")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"from {demo_weights / 'inference.json'}: bg_thresh=0.2 bg_rule=similarity" in err
+    assert "trained on synthetic scenes only; for photos use --weights groupvit-gcc-yfcc" in err
+    # Words it never trained on have zero embedding rows in the packed checkpoint: their prompts are one.
+    assert "embed the classes cat, person, cup alike" in err and "circle" not in err.split("alike")[0]
+    fractions = json.loads((tmp_path / "out" / "chelsea.json").read_text())["fractions"]
+    assert fractions["cat"] < 1.0  # no longer the whole photo for the first class

@@ -15,7 +15,8 @@ from annofree.demo.checkpoint import TOKEN_EMBEDDING, main, pack_run, trained_to
 from annofree.demo.recipes import load_demo_config, untrained_model
 from annofree.engine.config import load_config
 from annofree.errors import UserError
-from annofree.weights import load, load_into, read_weights
+from annofree.inference.settings import ZeroShotSettings
+from annofree.weights import load, load_into, read_stored_settings, read_weights
 from tests.test_demo import GROUPVIT, TINY
 
 
@@ -37,8 +38,15 @@ def test_pack_keeps_the_trained_rows_and_what_the_model_computes(tmp_path):
     rows = packed[TOKEN_EMBEDDING].float()
     assert torch.equal(rows[~trained], torch.zeros_like(rows[~trained]))
     torch.testing.assert_close(rows[trained], original[TOKEN_EMBEDDING][trained], atol=1e-3, rtol=1e-3)
-    for name in ("config.yaml", "log.jsonl"):
+    for name in ("config.yaml", "log.jsonl", "inference.json"):
         assert (tmp_path / "packed" / name).read_bytes() == (run / name).read_bytes()
+    # A run from before inference.json existed: its settings come from the scores it was made with.
+    (run / "inference.json").unlink()
+    pack_run(run, tmp_path / "older")
+    stored = read_stored_settings(tmp_path / "older")
+    packed_settings = read_stored_settings(tmp_path / "packed").settings()
+    assert stored.synthetic and stored.settings().bg_thresh == packed_settings.bg_thresh
+    assert stored.settings().bg_rule == "similarity"  # the demo recipe's
 
     # The packed folder is a run directory: it loads (in float32) and computes what the run's weights do.
     before, after = load(run), load(tmp_path / "packed")
@@ -63,6 +71,11 @@ def test_the_demo_starts_from_the_checkpoint_its_pretraining_recipe_made():
         assert made_by[section] == recipe[section], section
     assert {k: made_by["train"][k] for k in ("steps", "batch_size")} == {"steps": 3000, "batch_size": 64}
     assert json.loads((start / "results.json").read_text())["train_steps"] == 3000
+    # It carries the settings it was scored with, so that `annofree segment --weights` uses them.
+    evaluation = json.loads((start / "results.json").read_text())["evaluation"]
+    stored = read_stored_settings(start)
+    scored = ZeroShotSettings.from_dict({k: v for k, v in evaluation.items() if k != "classes"})
+    assert stored.synthetic and stored.settings() == scored and scored.bg_rule == "similarity" and scored.flip
 
 
 def test_pack_refuses_what_it_cannot_pack_with_one_line(tmp_path, capsys):

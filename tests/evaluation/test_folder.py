@@ -160,6 +160,7 @@ def test_scores_without_background_come_from_the_same_pass(tmp_path):
 def test_a_protocol_prompts_edited_names_and_reports_the_data_set_names():
     from annofree.evaluation.folder import evaluate_dataset
     from annofree.evaluation.protocols import ZeroShotProtocol
+    from annofree.inference.settings import ZeroShotSettings
 
     class Tiny:
         classes = ("background", "diningtable", "dog")
@@ -173,7 +174,7 @@ def test_a_protocol_prompts_edited_names_and_reports_the_data_set_names():
             return "x", np.zeros((8, 16, 3), dtype=np.uint8), _label(1, 2)
 
     model = HalvesModel(["table", "dog"], E[0], E[1])  # the model knows "table", not "diningtable"
-    protocol = ZeroShotProtocol("voc", 0.5, {"diningtable": "table"}, None, "whole")
+    protocol = ZeroShotProtocol("voc", ZeroShotSettings(bg_thresh=0.5, short_side=None), {"diningtable": "table"})
     results = evaluate_dataset(model, Tiny(), protocol, tokenizer=model.tokenize, progress=False)
     assert results["per_class_iou"] == {"background": None, "diningtable": 1.0, "dog": 1.0}
     assert results["skipped"] == 1

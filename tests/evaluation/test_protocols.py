@@ -55,9 +55,9 @@ OFFICIAL_SUBSET = (
 
 
 def test_reference_thresholds_and_prompt_names():
-    assert zero_shot_protocol("voc").bg_thresh == 0.95
-    assert zero_shot_protocol("context59").bg_thresh == 0.35
-    assert zero_shot_protocol("coco-object").bg_thresh == 0.95
+    assert zero_shot_protocol("voc").settings.bg_thresh == 0.95
+    assert zero_shot_protocol("context59").settings.bg_thresh == 0.35
+    assert zero_shot_protocol("coco-object").settings.bg_thresh == 0.95
     voc = zero_shot_protocol("voc")
     assert voc.queries(["aeroplane", "diningtable", "pottedplant", "tvmonitor"]) == [
         "aeroplane",

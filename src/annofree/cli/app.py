@@ -45,15 +45,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from annofree.app import Limits, SegmentApp, serve, write_examples
-    from annofree.cli.segment import (
-        GROUPVIT_SHORT_SIDE,
-        is_densesiam,
-        load_model,
-        resolve_device,
-        segmenter_options,
-    )
+    from annofree.cli.segment import COMMAND_LINE, is_densesiam, load_model, resolve_device, segmenter_options
     from annofree.errors import UserError
-    from annofree.inference.clusters import DENSESIAM_SHORT_SIDE
 
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must lie in 1..65535, got {args.port}")
@@ -63,24 +56,18 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels, max_classes=args.max_classes
     )
     model = load_model(args.weights, resolve_device(args.device))
-    default_side = DENSESIAM_SHORT_SIDE if is_densesiam(model) else GROUPVIT_SHORT_SIDE
-    options = segmenter_options(argparse.Namespace(**vars(args)))  # a copy: it fills in --short-side
-    if args.short_side is None:
-        options["short_side"] = default_side
+    options = segmenter_options(args)  # checked; --short-side goes to the app as given (0: keep), for both kinds
+    options.pop("short_side", None)
     app = SegmentApp(
         model,
         limits=limits,
-        short_side=options["short_side"] or 0,
-        bg_thresh=options["bg_thresh"],
-        bg_rule=options["bg_rule"],
-        flip=options["flip"],
-        mode=options["mode"],
-        window=options["window"],
-        stride=options["stride"],
-        topk=options["topk"],
-        template=options["template"],
+        short_side=args.short_side,
         title=str(args.weights),
+        settings_source=COMMAND_LINE,
+        **({} if is_densesiam(model) else options),
     )
+    for line in app.notes():
+        print(line, file=sys.stderr)
     examples_dir = tempfile.mkdtemp(prefix="annofree-app-")
     # A service manager stops the server with SIGTERM: exit through the finally below, as Ctrl-C does.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))

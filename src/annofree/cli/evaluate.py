@@ -19,22 +19,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from annofree.cli import hold_out_dir
 from annofree.cli.segment import (
+    COMMAND_LINE,
     add_image_pipeline_options,
     add_inference_options,
     check_groupvit,
     check_weights_or_onnx,
-    image_pipeline_options,
     is_densesiam,
     load_model,
     load_onnx,
     resolve_device,
+    segmenter_options,
+    zero_shot_settings,
 )
 from annofree.errors import UserError
+from annofree.inference.settings import SYNTHETIC_NOTE
 
 CLASSIFICATION = "imagenet"
 TEMPLATE_COUNTS = {"7": "subset", "80": "full"}  # --templates -> template set
@@ -49,7 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="scores of GroupViT (zero-shot) or DenseSiam (matched clusters) weights on a benchmark or folder",
         description="Segment every image of a benchmark (--dataset NAME --root DIR) or a segmentation folder "
         "(--data DIR: images/, labels/, classes.txt) and report mIoU, pixel accuracy and per-class IoU, with the "
-        "benchmark's published protocol; options given on the command line override the protocol. "
+        "benchmark's published protocol (--data: the settings stored with the weights, else the defaults); options "
+        "given on the command line override them, one by one. "
         f"--dataset {CLASSIFICATION}: zero-shot classification of an ImageNet-style folder (top-1, top-5).",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -148,30 +154,35 @@ def run(args: argparse.Namespace) -> int:
     return _evaluate_zero_shot(args, model, out)
 
 
-def zero_shot_protocol_for(args: argparse.Namespace):
-    """The data set's protocol with the options given on the command line on top (``--short-side 0``: keep)."""
-    from dataclasses import replace
+def zero_shot_protocol_for(args: argparse.Namespace, model=None):
+    """The protocol to score with and the lines that say which settings apply.
 
+    The generic folder takes each option given on the command line, else the weights' stored settings, else the
+    defaults (as ``annofree segment``); a benchmark keeps its published protocol with the options given on top,
+    and a note says so when the weights' stored settings differ.
+    """
     from annofree.evaluation.protocols import zero_shot_protocol
+    from annofree.inference.settings import describe_settings, differences, resolve_settings
 
-    protocol = zero_shot_protocol(args.dataset).with_overrides(
-        bg_thresh=args.bg_thresh,
-        bg_rule=args.bg_rule,
-        mode=args.mode,
-        window=args.window,
-        stride=args.stride,
-        topk=args.topk,
-        flip=args.flip,
-        templates=PROMPT_SETS.get(args.prompts),
+    base = zero_shot_protocol(args.dataset)
+    if args.dataset == "folder":
+        settings, notes = zero_shot_settings(args, model, base.settings, "the folder protocol")
+        return replace(base, settings=settings, templates=PROMPT_SETS[settings.prompts]), notes
+    given = segmenter_options(args)
+    settings, sources = resolve_settings(
+        None, given, given_source=COMMAND_LINE, base=base.settings, base_source=f"the {args.dataset} protocol"
     )
-    protocol = replace(protocol, **image_pipeline_options(args))
-    if args.short_side is not None:
-        if args.short_side < 0:
-            raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
-        protocol = replace(protocol, short_side=args.short_side or None)
-    if protocol.mode == "slide" and (protocol.window < 1 or protocol.stride < 1):
-        raise UserError(f"--window and --stride must be positive, got {protocol.window} and {protocol.stride}")
-    return protocol
+    notes = [describe_settings(settings, sources)]
+    stored = getattr(model, "inference_settings", None)
+    ignored = {k: v for k, v in differences(settings, stored).items() if k not in given}
+    if ignored:
+        shown = " ".join(f"{k}={v}" for k, v in ignored.items())
+        notes.append(f"note: {stored.path} says {shown}; {args.dataset} is scored with its published protocol "
+                     "(give those options to use them)")  # fmt: skip
+    if stored is not None and stored.synthetic:
+        notes.append(f"note: {SYNTHETIC_NOTE}")
+    templates = PROMPT_SETS[settings.prompts] if "prompts" in given else base.templates
+    return replace(base, settings=settings, templates=templates), notes
 
 
 def _evaluate_zero_shot(args: argparse.Namespace, model, out: Path | None) -> int:
@@ -179,12 +190,13 @@ def _evaluate_zero_shot(args: argparse.Namespace, model, out: Path | None) -> in
     from annofree.evaluation.folder import evaluate_dataset
     from annofree.evaluation.reports import PredictionWriter
 
-    protocol = zero_shot_protocol_for(args)
+    protocol, notes = zero_shot_protocol_for(args, model)
     dataset = open_dataset(args.dataset, args.root, args.split, skip_bad=args.skip_bad)
+    for line in notes:
+        print(line, file=sys.stderr)
     writer = PredictionWriter(args.save_predictions) if args.save_predictions else None
-    results = evaluate_dataset(
-        model, dataset, protocol, limit=args.limit, progress=not args.no_progress, on_result=writer
-    )
+    progress = not args.no_progress
+    results = evaluate_dataset(model, dataset, protocol, limit=args.limit, progress=progress, on_result=writer)
     print(format_table(results))
     if writer is not None:
         print(f"wrote {writer.count} predictions to {writer.directory}")

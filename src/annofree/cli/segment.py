@@ -18,38 +18,71 @@ then 1.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from annofree.errors import UserError
+from annofree.inference.settings import (
+    BG_RULES,
+    DEFAULT_SOURCE,
+    DEFAULTS,
+    MODES,
+    PROMPTS,
+    SETTINGS_NAME,
+    SYNTHETIC_NOTE,
+    ZeroShotSettings,
+    describe_settings,
+    resolve_settings,
+)
 from annofree.inference.zero_shot import (
     BACKGROUND,
-    BG_RULES,
     SegmentationResult,
     ZeroShotSegmenter,
     check_class_names,
 )
 
-GROUPVIT_SHORT_SIDE = 448  # --short-side when not given; DenseSiam: inference.clusters.DENSESIAM_SHORT_SIDE
 OUTPUT_SUFFIXES = ("", "_overlay", "_groups")  # NAME.png and NAME.json, NAME_overlay.png, NAME_groups.png
 
 
 # ----------------------------------------------------------------------------- shared with `annofree evaluate`
 
 
+SETTING_OPTIONS = {  # ZeroShotSettings field -> its command-line option
+    "bg_thresh": "--bg-thresh",
+    "bg_rule": "--bg-rule",
+    "mode": "--mode",
+    "window": "--window",
+    "stride": "--stride",
+    "short_side": "--short-side",
+    "topk": "--topk",
+    "flip": "--flip",
+    "prompts": "--prompts",
+}
+COMMAND_LINE = "the command line"  # the source of the options given there, in the settings line
+
+
+def _default(name: str, protocol: bool) -> str:
+    """Where an unset option's value comes from, for --help (the value itself is ZeroShotSettings's)."""
+    value = getattr(DEFAULTS, name)
+    shown = "on" if value is True else "off" if value is False else "keep" if value is None else value
+    weights = f"the weights' {SETTINGS_NAME}, else {shown}"
+    return f"default: the benchmark's protocol; with --data {weights}" if protocol else f"default: {weights}"
+
+
 def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, protocol: bool = False) -> None:
-    """Options of the zero-shot segmenter (also used by ``annofree evaluate``); DenseSiam reads only
-    ``--weights``, ``--short-side`` and ``--device``. With ``onnx``, ``--onnx DIR`` may replace ``--weights``
-    (the caller checks that exactly one is given). With ``protocol``, options left unset are ``None``: the
-    caller fills them from a benchmark's protocol."""
+    """Options of the zero-shot segmenter (also used by ``annofree evaluate`` and ``annofree app``); DenseSiam reads
+    only ``--weights``, ``--short-side`` and ``--device``. With ``onnx``, ``--onnx DIR`` may replace ``--weights``
+    (the caller checks that exactly one is given). Options left unset are ``None``: their values come from the
+    weights' settings file or the defaults (``segmenter_options``), or, with ``protocol``, from a benchmark's
+    published protocol (which --help then says)."""
     parser.add_argument(
         "--weights",
         required=not onnx,
@@ -67,53 +100,47 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
     parser.add_argument(
         "--bg-thresh",
         type=float,
-        default=0.95,
         help="pixels whose best class score is below this (or below the best group score) are background "
-        "(reference: VOC 0.95, Context 0.35; default %(default)s); with --bg-rule similarity a cosine, e.g. 0.2",
+        f"(reference: VOC 0.95, Context 0.35; {_default('bg_thresh', protocol)}); with --bg-rule similarity a "
+        "cosine, e.g. 0.2",
     )
     parser.add_argument(
         "--bg-rule",
         choices=list(BG_RULES),
-        default="affinity",
         help="what --bg-thresh thresholds: the reference's group-class affinity (a softmax over the classes), or "
-        "the cosine similarity, for models trained with the sigmoid multi-label loss (default %(default)s)",
+        "the cosine similarity, for models trained with the sigmoid multi-label loss "
+        f"({_default('bg_rule', protocol)})",
     )
     parser.add_argument(
         "--mode",
-        choices=["whole", "slide"],
-        default="whole",
-        help="one pass over the whole image, or sliding windows (the paper's protocol; default %(default)s)",
+        choices=list(MODES),
+        help=f"one pass over the whole image, or sliding windows (the paper's protocol; {_default('mode', protocol)})",
     )
-    parser.add_argument("--window", type=int, default=448, help="sliding window size in pixels (default %(default)s)")
-    parser.add_argument("--stride", type=int, default=224, help="sliding window stride in pixels (default %(default)s)")
+    parser.add_argument("--window", type=int, help=f"sliding window size in pixels ({_default('window', protocol)})")
+    parser.add_argument("--stride", type=int, help=f"sliding window stride in pixels ({_default('stride', protocol)})")
+    densesiam = "320 on a benchmark, the folder's size with --data" if protocol else "320, the DenseSiam protocol's"
     parser.add_argument(
         "--short-side",
         type=int,
-        default=None,
         metavar="N",
-        help="resize the shorter image side to N before inference, 0 to keep the size (default: "
-        + (
-            "the protocol's; on a folder 448 for GroupViT, the folder's size for DenseSiam"
-            if protocol
-            else "448 for GroupViT; 320 for DenseSiam, the DenseSiam protocol's"
-        )
-        + "); results are always at the input's size",
+        help="resize the shorter image side to N before inference, 0 to keep the size; results are always at the "
+        f"input's size (GroupViT {_default('short_side', protocol)}; DenseSiam default: {densesiam})",
     )
-    parser.add_argument("--topk", type=int, default=5, help="classes kept by the image-level filter (default 5)")
+    parser.add_argument(
+        "--topk", type=int, help=f"classes kept by the image-level filter ({_default('topk', protocol)})"
+    )
     parser.add_argument(
         "--flip",
-        action="store_true",
-        help="also segment the mirrored image and average the two (test-time augmentation; twice the work)",
+        action=argparse.BooleanOptionalAction,
+        help="also segment the mirrored image and average the two (test-time augmentation; twice the work; "
+        f"{_default('flip', protocol)})",
     )
     parser.add_argument(
         "--prompts",
-        choices=["single", "ensemble"],
-        default="single",
-        help="'a photo of a {}.' or the average over 80 ImageNet prompt templates (default %(default)s)",
+        choices=list(PROMPTS),
+        help=f"'a photo of a {{}}.' or the average over 80 ImageNet prompt templates ({_default('prompts', protocol)})",
     )
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    if protocol:
-        parser.set_defaults(bg_thresh=None, bg_rule=None, mode=None, window=None, stride=None, topk=None, flip=None)
 
 
 def add_image_pipeline_options(parser: argparse.ArgumentParser, protocol: bool = False) -> None:
@@ -121,15 +148,14 @@ def add_image_pipeline_options(parser: argparse.ArgumentParser, protocol: bool =
 
     Unset, they are ``None``: ``ZeroShotSegmenter``'s defaults apply (annofree's choices for photos), or with
     ``protocol`` the benchmark protocol's (the official GroupViT evaluation's)."""
-    from annofree.evaluation.protocols import ZeroShotProtocol
+    from annofree.evaluation.protocols import BENCHMARK_SETTINGS
     from annofree.inference.resize import RESIZE_METHODS
     from annofree.inference.zero_shot import PATCH_RULES
 
     def default(name: str) -> str:
         if protocol:
-            return f"the protocol's, {getattr(ZeroShotProtocol, name)}"
-        value = inspect.signature(ZeroShotSegmenter).parameters[name].default
-        return "none" if value is None else str(value)
+            return f"the protocol's, {getattr(BENCHMARK_SETTINGS, name)}"
+        return f"the weights' {SETTINGS_NAME}, else {getattr(DEFAULTS, name) or 'none'}"
 
     parser.add_argument(
         "--resize",
@@ -211,25 +237,34 @@ def check_short_side(args: argparse.Namespace, default: int | None) -> None:
         raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
 
 
-def segmenter_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments of ``ZeroShotSegmenter`` from the parsed options."""
-    from annofree.data.captions import PROMPT_TEMPLATES, SEGMENTATION_TEMPLATE
+def segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The zero-shot settings given on the command line (``--short-side 0``: ``None``, keep the size); the
+    others are left to the weights' settings file or the defaults. A one-line error for a bad value."""
+    given = {name: getattr(args, name, None) for name in SETTING_OPTIONS}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given.get("short_side", 0) < 0:
+        raise UserError(f"--short-side must be 0 (keep) or positive, got {given['short_side']}")
+    if "short_side" in given:
+        given["short_side"] = given["short_side"] or None
+    for name in ("window", "stride", "topk"):
+        if given.get(name, 1) < 1:
+            raise UserError(f"{SETTING_OPTIONS[name]} must be positive, got {given[name]}")
+    given |= image_pipeline_options(args)
+    return given  # checked with the weights' settings (--bg-thresh's range depends on the rule)
 
-    check_short_side(args, GROUPVIT_SHORT_SIDE)
-    if args.mode == "slide" and (args.window < 1 or args.stride < 1):
-        raise UserError(f"--window and --stride must be positive, got {args.window} and {args.stride}")
-    return {
-        "bg_thresh": args.bg_thresh,
-        "bg_rule": args.bg_rule,
-        "flip": args.flip,
-        "topk": args.topk,
-        "template": list(PROMPT_TEMPLATES) if args.prompts == "ensemble" else SEGMENTATION_TEMPLATE,
-        "mode": args.mode,
-        "window": args.window,
-        "stride": args.stride,
-        "short_side": args.short_side or None,
-        **image_pipeline_options(args),
-    }
+
+def zero_shot_settings(
+    args: argparse.Namespace, model, base: ZeroShotSettings | None = None, base_source: str = DEFAULT_SOURCE
+) -> tuple[ZeroShotSettings, list[str]]:
+    """The settings to segment with: each option given on the command line, else the weights' stored settings
+    (``model.inference_settings``), else ``base`` (the defaults); and the lines that say so (with a note for
+    weights trained on synthetic scenes only)."""
+    stored = getattr(model, "inference_settings", None)
+    settings, sources = resolve_settings(
+        stored, segmenter_options(args), given_source=COMMAND_LINE, base=base, base_source=base_source
+    )
+    synthetic = [f"note: {SYNTHETIC_NOTE}"] if stored is not None and stored.synthetic else []
+    return settings, [describe_settings(settings, sources), *synthetic]
 
 
 # ----------------------------------------------------------------------------- segment
@@ -464,7 +499,13 @@ def _segment_zero_shot(args: argparse.Namespace, model, files: list[ImageFile], 
     if args.classes is None:
         raise UserError('--classes is required with GroupViT weights or --onnx (e.g. --classes "cat,dog,grass")')
     class_names = parse_classes(args.classes)
-    segmenter = ZeroShotSegmenter(model, class_names, **segmenter_options(args))
+    settings, notes = zero_shot_settings(args, model)
+    segmenter = ZeroShotSegmenter(model, class_names, settings)
+    for same in segmenter.indistinguishable_classes():
+        notes.append(f"note: these weights embed the classes {', '.join(same)} alike (words they never learned?): "
+                     f"they cannot tell them apart, and {same[0]} wins wherever one of them does")  # fmt: skip
+    for line in [] if getattr(args, "quiet", False) else notes:  # --quiet: errors only
+        print(line, file=sys.stderr)
     out_dir = make_out_dir(args.out)
 
     def work(path: Path, name: str) -> str:
@@ -472,7 +513,7 @@ def _segment_zero_shot(args: argparse.Namespace, model, files: list[ImageFile], 
         result = segmenter.segment(image)
         write_outputs(out_dir, name, path, image, result, args.alpha)
         if getattr(args, "vis", "overlay") == "groups":
-            write_group_maps(out_dir, name, model, image, args.short_side)
+            write_group_maps(out_dir, name, model, image, segmenter.settings.short_side)
         shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
         return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}"
 

@@ -10,7 +10,8 @@ this module into ``reproduce_out/checkpoint/``; the repository commits that fold
   weights. A row that never got a gradient holds its random initialisation (shrunk by weight decay); zeros
   let git store the file in a few MB instead of 16. Such words carry no meaning for this model either way.
 
-The run's resolved config and training log are copied beside the weights, so the folder is a run directory
+The run's resolved config, training log, scores and segmenter settings (``inference.json``, which
+``annofree segment`` and ``annofree.load`` use) are copied beside the weights, so the folder is a run directory
 that ``annofree.load``, ``annofree segment --weights`` and ``train.init_weights`` accept.
 
     python -m annofree.demo.checkpoint RUN_DIR OUT_DIR
@@ -19,6 +20,7 @@ that ``annofree.load``, ``annofree segment --weights`` and ``train.init_weights`
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -29,11 +31,12 @@ from annofree.engine.checkpoint import CONFIG_NAME, has_state, load_state
 from annofree.engine.config import load_config
 from annofree.engine.optim import build_optimizer
 from annofree.errors import UserError
+from annofree.inference.settings import SETTINGS_NAME, ZeroShotSettings
 from annofree.methods.base import get_method
-from annofree.weights import WEIGHTS_NAME, read_weights, save_state
+from annofree.weights import WEIGHTS_NAME, atomic_write, read_weights, save_state, write_stored_settings
 
 TOKEN_EMBEDDING = "text_encoder.token_embedding.weight"
-COPIED = (CONFIG_NAME, "log.jsonl", "results.json")  # results.json: the run's own scores
+COPIED = (CONFIG_NAME, "log.jsonl", "results.json", SETTINGS_NAME)  # results.json: the run's own scores
 
 
 def trained_token_rows(run_dir: str | Path) -> torch.Tensor:
@@ -69,8 +72,21 @@ def pack_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, int]:
     save_state(out_dir / WEIGHTS_NAME, half, method, model_config)
     for name in COPIED:
         if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out_dir / name)
+            atomic_write(out_dir / name, lambda tmp, source=run_dir / name: shutil.copyfile(source, tmp))
+    if not (run_dir / SETTINGS_NAME).is_file():
+        demo_settings(run_dir, out_dir)
     return {"token_rows_kept": int(keep.sum()), "token_rows": int(keep.numel())}
+
+
+def demo_settings(run_dir: Path, out_dir: Path) -> None:
+    """``inference.json`` for a demo run that predates it, from the settings its ``results.json`` was scored with
+    (a demo run learned from synthetic scenes only); nothing when the run has no such scores."""
+    try:
+        evaluation = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["evaluation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    settings = {key: value for key, value in evaluation.items() if key != "classes"}
+    write_stored_settings(out_dir, ZeroShotSettings.from_dict(settings), synthetic=True)
 
 
 def main(argv: list[str] | None = None) -> None:

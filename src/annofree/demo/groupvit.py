@@ -8,7 +8,9 @@
    from the checkpoint that the recipe names in ``train.init_weights`` (itself trained from scratch on
    captions by ``configs/groupvit/demo_pretrain.yaml``; see docs/learning.md for why).
 4. Score it again and write ``OUT/groupvit/results.json``, the weights (``OUT/groupvit`` is a run directory
-   that ``annofree segment --weights`` accepts) and overlays of a few held-out scenes.
+   that ``annofree segment --weights`` accepts), the segmenter settings they were scored with
+   (``inference.json``, marked as trained on synthetic scenes: ``segment``, ``evaluate --data``, the app and
+   ``annofree.load`` use them) and overlays of a few held-out scenes.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from annofree.demo.recipes import render_once, run_size, train_fresh, untrained_
 from annofree.engine.config import merge
 from annofree.errors import UserError
 from annofree.evaluation.folder import evaluate_folder
-from annofree.evaluation.protocols import ZeroShotProtocol
+from annofree.evaluation.protocols import zero_shot_protocol
+from annofree.inference.settings import ZeroShotSettings
 from annofree.inference.zero_shot import ZeroShotSegmenter
 from annofree.viz import side_by_side
-from annofree.weights import atomic_write
+from annofree.weights import atomic_write, write_stored_settings
 from annofree.weights import load as annofree_load
 
 OVERLAYS = 6
-EVAL_KEYS = set(ZeroShotProtocol("demo").segmenter_options())  # what demo.eval may set
+EVAL_KEYS = set(ZeroShotSettings.field_names())  # what demo.eval may set
 
 
 def prepare_scenes(out: Path, demo: dict[str, Any], progress: bool) -> tuple[str, Path]:
@@ -61,7 +64,12 @@ def eval_settings(demo: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - EVAL_KEYS)
     if unknown:
         raise UserError(f"unknown demo.eval.{unknown[0]} (known: {', '.join(sorted(EVAL_KEYS))})")
-    return {"short_side": demo["image_size"], "mode": "whole", **given}
+    settings = {"short_side": demo["image_size"], "mode": "whole", **given}
+    try:
+        ZeroShotSettings.from_dict(settings)  # a bad value stops the demo before rendering and training
+    except UserError as exc:
+        raise UserError(f"demo.eval: {exc}") from None
+    return settings
 
 
 def zero_shot_score(model: torch.nn.Module, val_dir: Path, evaluation: dict[str, Any], progress: bool) -> dict:
@@ -148,7 +156,10 @@ def run_groupvit_demo(out: str | Path, config: dict[str, Any], progress: bool = 
 def _train_and_score(
     config: dict[str, Any], run_dir: Path, pattern: str, val_dir: Path, evaluation: dict[str, Any], progress: bool
 ) -> dict[str, Any]:
-    """Train into ``run_dir`` (replacing the demo's previous result there), then score zero-shot segmentation."""
+    """Train into ``run_dir`` (replacing the demo's previous result there), then score zero-shot segmentation;
+    the settings it is scored with are stored beside the weights (trained on synthetic scenes)."""
     result, facts = train_fresh(config, run_dir, pattern)
     score = zero_shot_score(result.method.deployable().cpu(), val_dir, evaluation, progress)
+    scored_with = ZeroShotSettings.from_dict(evaluation, base=zero_shot_protocol("folder").settings)  # as scored
+    write_stored_settings(run_dir, scored_with, synthetic=True)
     return {**{key: score[key] for key in ("miou", "pixel_accuracy", "per_class_iou", "num_images")}, **facts}

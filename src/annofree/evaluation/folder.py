@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from annofree.errors import UserError
 from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.evaluation.protocols import ZeroShotProtocol, zero_shot_protocol
+from annofree.inference.settings import resolve_settings
 from annofree.inference.zero_shot import (
     BACKGROUND,
     SegmentationResult,
@@ -130,19 +131,19 @@ def evaluate_folder(
 ) -> dict[str, Any]:
     """Zero-shot mIoU of ``model`` on a segmentation folder.
 
-    ``options`` are fields of ``ZeroShotProtocol`` (``bg_thresh``, ``mode``, ``short_side``, ``resize``, ...)
-    over the folder protocol (``zero_shot_protocol("folder")``: whole images, the official image pipeline).
+    The segmenter's settings are resolved option by option: ``options`` (e.g. ``bg_thresh=0.3``), else the
+    settings stored with the weights (``model.inference_settings``), else the folder protocol's
+    (``zero_shot_protocol("folder")``: whole images, the official image pipeline).
+
     Returns ``{"miou", "pixel_accuracy", "mean_accuracy", "per_class_iou": {name: iou or None},
     "per_class_accuracy", "num_images", "num_pixels"}`` (plus ``"without_background"`` when class 0 is the
     background). ``limit`` evaluates only the first images.
     """
     from annofree.data.folder import SegmentationFolder
 
-    known = {f.name for f in fields(ZeroShotProtocol)} - {"name"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(f"unknown evaluation option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    protocol = replace(zero_shot_protocol("folder"), **options)
+    folder = zero_shot_protocol("folder")
+    settings, _ = resolve_settings(getattr(model, "inference_settings", None), options, base=folder.settings)
+    protocol = replace(folder, settings=settings)
     try:
         dataset = SegmentationFolder(root)
         return evaluate_dataset(
@@ -186,7 +187,7 @@ def evaluate_dataset(
         with_background=with_background,
         tokenizer=tokenizer,
         windows_per_batch=windows_per_batch,
-        **protocol.segmenter_options(),
+        settings=protocol.settings,
     )
     samples, count = first_samples(dataset, limit)
     results = evaluate_samples(

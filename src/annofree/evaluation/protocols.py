@@ -35,50 +35,31 @@ from PIL import Image
 
 from annofree.data.captions import TEMPLATE_SETS
 from annofree.errors import UserError
+from annofree.inference.settings import ZeroShotSettings
 
 # The reference's prompting names (NVlabs/GroupViT segmentation/datasets/*.py) for mmseg's class names.
 VOC_PROMPT_NAMES = {"diningtable": "table", "pottedplant": "plant", "tvmonitor": "monitor"}
 CONTEXT_PROMPT_NAMES = {"aeroplane": "airplane", "pottedplant": "plant", "tvmonitor": "monitor"}
 
 
+# The official pipeline: sliding windows, mmseg's (2048, 448) rescale with OpenCV's bilinear, the patch
+# remainder dropped; the other settings are ZeroShotSettings's defaults (short side 448, top-5...).
+BENCHMARK_SETTINGS = ZeroShotSettings(mode="slide", max_long_side=2048, resize="official", patch_remainder="drop")
+
+
 @dataclass(frozen=True)
 class ZeroShotProtocol:
-    """How a zero-shot segmenter is run on one benchmark; the defaults are the official pipeline's.
-
-    The fields from ``bg_thresh`` on (less ``prompt_names`` and ``templates``) are keyword arguments of
-    ``ZeroShotSegmenter`` of the same names (``segmenter_options``); ``templates`` names a template set of
-    ``annofree.data.captions.TEMPLATE_SETS``.
-    """
+    """How a zero-shot segmenter is run on one benchmark: its settings (the official pipeline's by default), the
+    prompted names of its classes and its template set (a name of ``annofree.data.captions.TEMPLATE_SETS``)."""
 
     name: str
-    bg_thresh: float = 0.95
+    settings: ZeroShotSettings = BENCHMARK_SETTINGS
     prompt_names: Mapping[str, str] = field(default_factory=dict)  # data set name -> prompted name
-    short_side: int | None = 448
-    mode: str = "slide"
-    window: int = 448
-    stride: int = 224
-    topk: int | None = 5
-    bg_rule: str = "affinity"  # the reference's; "similarity" thresholds the cosine (ZeroShotSegmenter)
-    flip: bool = False  # average with the mirrored image (not in the reference's protocol)
     templates: str = "simple"  # "a photo of a {}."
-    max_long_side: int | None = 2048  # mmseg's img_scale=(2048, 448): the long side never passes 2048
-    resize: str = "official"  # OpenCV's bilinear on the uint8 image, no antialiasing (ZeroShotSegmenter)
-    patch_remainder: str = "drop"  # the patch convolution drops it; maps stretched over the crop
 
     def segmenter_options(self) -> dict[str, Any]:
-        return {
-            "bg_thresh": self.bg_thresh,
-            "bg_rule": self.bg_rule,
-            "flip": self.flip,
-            "short_side": self.short_side,
-            "max_long_side": self.max_long_side,
-            "resize": self.resize,
-            "patch_remainder": self.patch_remainder,
-            "mode": self.mode,
-            "window": self.window,
-            "stride": self.stride,
-            "topk": self.topk,
-        }
+        """The settings as keyword arguments of ``ZeroShotSegmenter`` (JSON-ready)."""
+        return self.settings.to_dict()
 
     def prompt_templates(self) -> list[str]:
         """The prompt templates of the protocol's template set."""
@@ -91,23 +72,29 @@ class ZeroShotProtocol:
         return [self.prompt_names.get(name, name) for name in class_names]
 
     def with_overrides(self, **overrides: Any) -> ZeroShotProtocol:
-        """A copy with the given fields changed (``None`` values keep the protocol's)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the given settings changed (``None`` values keep the protocol's)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(self, settings=ZeroShotSettings.from_dict(given, base=self.settings))
+
+
+def _benchmark(name: str, bg_thresh: float | None = None, prompt_names: Mapping[str, str] | None = None):
+    settings = BENCHMARK_SETTINGS if bg_thresh is None else replace(BENCHMARK_SETTINGS, bg_thresh=bg_thresh)
+    return ZeroShotProtocol(name, settings, dict(prompt_names or {}))
 
 
 # The one table: every benchmark's prompt names, background threshold and template set (tests/evaluation/
 # test_protocols.py states the official values beside it).
 ZERO_SHOT_PROTOCOLS: dict[str, ZeroShotProtocol] = {
-    "voc": ZeroShotProtocol("voc", bg_thresh=0.95, prompt_names=VOC_PROMPT_NAMES),
-    "voc20": ZeroShotProtocol("voc20", bg_thresh=0.95, prompt_names=VOC_PROMPT_NAMES),
-    "context60": ZeroShotProtocol("context60", bg_thresh=0.35, prompt_names=CONTEXT_PROMPT_NAMES),
-    "context59": ZeroShotProtocol("context59", bg_thresh=0.35, prompt_names=CONTEXT_PROMPT_NAMES),
-    "coco-object": ZeroShotProtocol("coco-object", bg_thresh=0.95),
-    "ade20k": ZeroShotProtocol("ade20k"),
-    "cityscapes": ZeroShotProtocol("cityscapes"),
-    "cocostuff27": ZeroShotProtocol("cocostuff27"),
+    "voc": _benchmark("voc", 0.95, VOC_PROMPT_NAMES),
+    "voc20": _benchmark("voc20", 0.95, VOC_PROMPT_NAMES),
+    "context60": _benchmark("context60", 0.35, CONTEXT_PROMPT_NAMES),
+    "context59": _benchmark("context59", 0.35, CONTEXT_PROMPT_NAMES),
+    "coco-object": _benchmark("coco-object", 0.95),
+    "ade20k": _benchmark("ade20k"),
+    "cityscapes": _benchmark("cityscapes"),
+    "cocostuff27": _benchmark("cocostuff27"),
     # A segmentation folder of one's own: whole images (the rest as the benchmarks).
-    "folder": ZeroShotProtocol("folder", mode="whole"),
+    "folder": ZeroShotProtocol("folder", replace(BENCHMARK_SETTINGS, mode="whole")),
 }
 
 
@@ -161,6 +148,7 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
 UNSUPERVISED_PROTOCOL = UnsupervisedProtocol()
 
 __all__ = [
+    "BENCHMARK_SETTINGS",
     "CLASSIFICATION_PROTOCOL",
     "CONTEXT_PROMPT_NAMES",
     "UNSUPERVISED_PROTOCOL",

@@ -18,13 +18,14 @@ Per crop (the whole image, or each sliding window):
    background when its best class score is below ``min(bg_thresh, largest affinity in the crop)``;
    the background channel holds 1 there and 0 elsewhere (as the official ``group_vit_seg.py``).
 
-That is ``bg_rule="affinity"``, the default. ``bg_rule="similarity"`` (not in the paper) decides background
-by the raw cosine similarity instead: a group is background when its best similarity among the image's top-k
-classes is not above ``bg_thresh`` (a cosine, in [-1, 1]), and otherwise takes that class. The affinity is a
-softmax over the class names, so it only says which name fits a group best, never whether any fits: a
-background group in a scene with one object can have affinity 0.94 to that object. A model trained with the
-sigmoid multi-label loss (``loss.multi_label_form: sigmoid``) learns absolute similarities, which can tell
-background from objects (docs/learning.md, "Deciding background").
+That is ``bg_rule="affinity"``, the default (the settings and their defaults:
+:mod:`annofree.inference.settings`). ``bg_rule="similarity"`` (not in the paper) decides background by the raw
+cosine similarity instead: a group is background when its best similarity among the image's top-k classes is
+not above ``bg_thresh`` (a cosine, in [-1, 1]), and otherwise takes that class. The affinity is a softmax over
+the class names, so it only says which name fits a group best, never whether any fits: a background group in a
+scene with one object can have affinity 0.94 to that object. A model trained with the sigmoid multi-label loss
+(``loss.multi_label_form: sigmoid``) learns absolute similarities, which can tell background from objects
+(docs/learning.md, "Deciding background").
 
 Logits of overlapping windows are averaged (with ``flip=True`` also those of the mirrored image, mirrored
 back), resized bilinearly back to the input size and the label map is their argmax: label 0 is background
@@ -37,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,11 +47,20 @@ from torch import nn
 
 from annofree.data.images import ImageInput, to_pixel_batch
 from annofree.errors import UserError
-from annofree.inference.resize import RESIZE_METHODS, ResizeMethod, rescaled_size, resize_pixels
+from annofree.inference.resize import ResizeMethod, rescaled_size, resize_pixels
+from annofree.inference.settings import (
+    BG_RULES,
+    DEFAULT_SOURCE,
+    GIVEN_SOURCE,
+    ZeroShotSettings,
+    check_background,
+    check_short_side,
+    describe_settings,
+    resolve_settings,
+)
 from annofree.inference.sliding import slide, window_boxes
 
 BACKGROUND = "background"
-BG_RULES = ("affinity", "similarity")  # what bg_thresh thresholds: the reference's affinity, or the cosine
 Tokenizer = Callable[..., torch.Tensor]  # (texts, context_length=...) -> LongTensor [N, L]
 ImageLike = ImageInput  # a path, a PIL image, an array or tensor of any dtype and channel count (to_pixel_batch)
 
@@ -331,34 +341,6 @@ PATCH_RULES = {"drop": drop_patch_remainder, "fit": fit_to_patches}  # patch_rem
 # ----------------------------------------------------------------------------- the segmenter
 
 
-def check_short_side(short_side: int | None) -> int | None:
-    """The shorter side to resize to, or ``None`` to keep the image's size (given as 0, or ``None``)."""
-    if short_side is None or short_side == 0:
-        return None
-    if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or short_side < 0:
-        raise UserError(f"short_side must be a positive number of pixels, or 0 to keep the size; got {short_side!r}")
-    return int(short_side)
-
-
-def check_image_options(max_long_side: int | None, resize: str, patch_remainder: str) -> None:
-    """A ``UserError`` for a bad long-side cap, an unknown resize method or an unknown patch remainder rule."""
-    if max_long_side is not None and int(max_long_side) < 1:
-        raise UserError(f"max_long_side must be positive (or None), got {max_long_side}")
-    if resize not in RESIZE_METHODS:
-        raise UserError(f"unknown resize method {resize!r} (use one of {', '.join(RESIZE_METHODS)})")
-    if patch_remainder not in PATCH_RULES:
-        raise UserError(f"unknown patch remainder rule {patch_remainder!r} (use one of {', '.join(PATCH_RULES)})")
-
-
-def check_background(bg_rule: str, bg_thresh: float) -> None:
-    """A ``UserError`` for an unknown rule, or a threshold outside its rule's range."""
-    if bg_rule not in BG_RULES:
-        raise UserError(f"unknown background rule {bg_rule!r} (use one of {', '.join(BG_RULES)})")
-    low = -1.0 if bg_rule == "similarity" else 0.0
-    if not low <= float(bg_thresh) <= 1.0:
-        raise UserError(f"bg_thresh must lie in [{low:g}, 1] with the {bg_rule} rule, got {bg_thresh}")
-
-
 class ZeroShotSegmenter:
     """Segment images into the given classes (plus background) with a GroupViT.
 
@@ -366,83 +348,73 @@ class ZeroShotSegmenter:
     changing the weights. Images are normalised with ``model.normalize_pixels`` and processed without
     gradients in eval mode (the model's mode is restored afterwards).
 
+    The settings (:class:`annofree.inference.settings.ZeroShotSettings`: ``bg_thresh``, ``bg_rule``, ``mode``,
+    ``window``, ``stride``, ``short_side``, ``topk``, ``flip``, ``prompts``) are resolved option by option: a
+    keyword given here, else ``settings``, else the settings stored with the weights (``model.inference_settings``,
+    which ``annofree.load`` reads from the run's ``inference.json``), else the defaults. ``self.settings`` holds
+    the result, ``self.sources`` where each value came from and :meth:`describe_settings` says it in one line.
+
     Args:
         model: a ``GroupViT``, or anything with ``encode_groups``, ``encode_text``, ``normalize_pixels``,
             ``scale`` and ``config`` (e.g. ``annofree.inference.onnx_runtime.OnnxGroupViT``; see
             ``input_device_dtype`` for models that are not torch modules).
         class_names: the text queries; label ``i`` (1-based with background) is ``class_names[i-1]``.
-        bg_thresh: background threshold (reference: VOC 0.95, Context 0.35, COCO-Object 0.95): an affinity in
-            [0, 1] with ``bg_rule="affinity"``, a cosine similarity in [-1, 1] with ``bg_rule="similarity"``.
-        bg_rule: ``"affinity"`` (the reference) or ``"similarity"`` (see the module's docstring).
-        topk: classes kept by the image-level filter (``None``: all).
-        template: a prompt template with ``{}``, or a list of them (embeddings averaged);
-            ``None`` is ``annofree.data.captions.SEGMENTATION_TEMPLATE``.
-        mode: ``"whole"`` (one pass over the image) or ``"slide"`` (windows of ``window`` every ``stride``).
-        short_side: resize the shorter side to this before inference (0: keep the size).
-        max_long_side: with ``short_side``, scale less where the long side would pass this (the official
-            protocol's 2048; ``None``: no cap).
-        resize: ``"antialias"`` (default: floating-point bilinear, antialiased when shrinking, for photos) or
-            ``"official"`` (the official evaluation's: OpenCV's bilinear on the 8-bit image, no antialiasing;
-            ``annofree.inference.resize``).
-        patch_remainder: a crop side that is not a multiple of the patch size: ``"fit"`` (default: the crop is
-            resized to the nearest multiple, every pixel counts) or ``"drop"`` (the official: the patch
-            convolution drops the right and bottom remainder, the grouping maps are stretched over the crop).
+        settings: the settings to start from instead of the weights' (``None``: the weights', else the defaults).
+        template: a prompt template with ``{}``, or a list of them (embeddings averaged), instead of the
+            ``prompts`` setting's.
         with_background: add the thresholded background channel as label 0.
-        flip: also segment the mirrored image and average the two logits (test-time augmentation, as mmseg's
-            ``flip=True``; not in the paper's protocol; twice the work).
         windows_per_batch: sliding windows (or images in whole mode) per forward pass.
         tokenizer: ``(texts, context_length=...) -> ids``; defaults to the CLIP BPE tokenizer.
+        **options: single settings, e.g. ``bg_thresh=0.3``; an unknown name is a one-line error.
     """
 
     def __init__(
         self,
         model: nn.Module,
         class_names: Sequence[str],
+        settings: ZeroShotSettings | None = None,
         *,
-        bg_thresh: float = 0.95,
-        bg_rule: Literal["affinity", "similarity"] = "affinity",
-        topk: int | None = 5,
         template: str | Sequence[str] | None = None,
-        mode: Literal["whole", "slide"] = "whole",
-        window: int | tuple[int, int] = 448,
-        stride: int | tuple[int, int] = 224,
-        short_side: int | None = 448,
-        max_long_side: int | None = None,
-        resize: ResizeMethod = "antialias",
-        patch_remainder: Literal["drop", "fit"] = "fit",
         with_background: bool = True,
         windows_per_batch: int = 8,
-        flip: bool = False,
         tokenizer: Tokenizer | None = None,
+        **options: Any,
     ):
-        if mode not in ("whole", "slide"):
-            raise UserError(f"unknown inference mode {mode!r} (use 'whole' or 'slide')")
-        check_background(bg_rule, bg_thresh)
-        if topk is not None and int(topk) < 1:
-            raise UserError(f"topk must be at least 1, got {topk}")
-        short_side = check_short_side(short_side)
-        check_image_options(max_long_side, resize, patch_remainder)
-        if mode == "slide":
+        stored = getattr(model, "inference_settings", None) if settings is None else None
+        self.settings, self.sources = resolve_settings(
+            stored, options, base=settings, base_source=DEFAULT_SOURCE if settings is None else GIVEN_SOURCE
+        )
+        self.stored_settings = stored
+        if self.settings.mode == "slide":
             try:  # validate window and stride now rather than on the first image
-                window_boxes(1, 1, window, stride)
+                window_boxes(1, 1, self.settings.window, self.settings.stride)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
         self.model = model
         self.class_names = check_class_names(class_names)
-        self.bg_thresh = float(bg_thresh)
-        self.bg_rule = bg_rule
-        self.topk = topk
-        self.mode = mode
-        self.window, self.stride = window, stride
-        self.short_side = short_side
-        self.max_long_side = max_long_side
-        self.resize = resize
-        self.patch_remainder = patch_remainder
         self.with_background = with_background
         self.windows_per_batch = max(1, int(windows_per_batch))
-        self.flip = bool(flip)
         self.patch_size = int(model.config.image.patch_size)
-        self.text_embeds = class_embeddings(model, self.class_names, template, tokenizer)
+        templates = self.settings.template() if template is None else template
+        self.text_embeds = class_embeddings(model, self.class_names, templates, tokenizer)
+
+    def describe_settings(self) -> str:
+        """One line: the settings in use and where each came from (given, the weights' file, the defaults)."""
+        return describe_settings(self.settings, self.sources)
+
+    def indistinguishable_classes(self, tolerance: float = 1e-4) -> list[list[str]]:
+        """Groups of class names whose prompts these weights embed alike (cosine within ``tolerance`` of 1).
+
+        Such classes tie everywhere and the first of them wins every pixel: typically words that the weights
+        never trained on (the demo's packed checkpoint holds zeros for them)."""
+        similar = ((self.text_embeds @ self.text_embeds.T) >= 1 - tolerance).tolist()
+        groups, seen = [], set()
+        for row in similar:
+            members = [j for j, alike in enumerate(row) if alike and j not in seen]
+            seen.update(members)
+            if len(members) > 1:
+                groups.append([self.class_names[j] for j in members])
+        return groups
 
     @property
     def labels(self) -> list[str]:
@@ -456,14 +428,15 @@ class ZeroShotSegmenter:
     def crop_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised crops ``[N, 3, h, w]`` (any size) -> logits ``[N, K, h, w]`` (float32)."""
         size = tuple(pixels.shape[-2:])
-        out = self.model.encode_groups(PATCH_RULES[self.patch_remainder](pixels, self.patch_size))
+        out = self.model.encode_groups(PATCH_RULES[self.settings.patch_remainder](pixels, self.patch_size))
         text = self.text_embeds.to(out.group_embeds.device)
         groups, image = out.group_embeds.float(), out.image_embeds.float()
         group_index = group_maps(out.grouping.float(), out.grid, size)
-        bg_thresh = self.bg_thresh if self.with_background else None
-        if self.bg_rule == "similarity":
-            return similarity_logits(group_index, group_class_similarity(groups, image, text, self.topk), bg_thresh)
-        affinity = group_class_affinity(groups, image, text, self.model.scale().float(), self.topk)
+        settings = self.settings
+        bg_thresh = settings.bg_thresh if self.with_background else None
+        if settings.bg_rule == "similarity":
+            return similarity_logits(group_index, group_class_similarity(groups, image, text, settings.topk), bg_thresh)
+        affinity = group_class_affinity(groups, image, text, self.model.scale().float(), settings.topk)
         return pixel_logits(group_index, affinity, bg_thresh)
 
     def logits(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
@@ -473,18 +446,20 @@ class ZeroShotSegmenter:
     def _logits(self, pixels: torch.Tensor) -> torch.Tensor:
         device, dtype = input_device_dtype(self.model)
         pixels = pixels.to(device=device, dtype=torch.float32)
-        if self.short_side is not None:
-            pixels = resize_short_side(pixels, int(self.short_side), self.max_long_side, self.resize)
+        if self.settings.short_side is not None:
+            settings = self.settings
+            pixels = resize_short_side(pixels, settings.short_side, settings.max_long_side, settings.resize)
         with eval_mode(self.model):
             pixels = self.model.normalize_pixels(pixels).to(dtype)
             logits = self._one_pass(pixels)
-            if self.flip:  # the mirrored image's logits, mirrored back, averaged in
+            if self.settings.flip:  # the mirrored image's logits, mirrored back, averaged in
                 logits = (logits + self._one_pass(pixels.flip(-1)).flip(-1)) / 2
             return logits
 
     def _one_pass(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.mode == "slide":
-            return slide(self.crop_logits, pixels, self.window, self.stride, self.windows_per_batch)
+        if self.settings.mode == "slide":
+            window, stride = self.settings.window, self.settings.stride
+            return slide(self.crop_logits, pixels, window, stride, self.windows_per_batch)
         parts = [
             self.crop_logits(pixels[i : i + self.windows_per_batch])
             for i in range(0, pixels.shape[0], self.windows_per_batch)
@@ -515,7 +490,6 @@ __all__ = [
     "ZeroShotSegmenter",
     "check_background",
     "check_class_names",
-    "check_image_options",
     "check_short_side",
     "class_embeddings",
     "drop_patch_remainder",

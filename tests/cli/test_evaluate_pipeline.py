@@ -66,7 +66,10 @@ def test_segment_keeps_annofrees_choices_unless_told():
 
 
 def test_help_says_which_command_uses_which_pipeline(monkeypatch, capsys):
-    for command, expected in (("segment", "default: antialias"), ("evaluate", "default: the protocol's, official")):
+    for command, expected in (
+        ("segment", "default: the weights' inference.json, else antialias"),
+        ("evaluate", "default: the protocol's, official"),
+    ):
         with pytest.raises(SystemExit):
             annofree(monkeypatch, command, "--help")
         text = " ".join(capsys.readouterr().out.split())

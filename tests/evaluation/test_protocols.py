@@ -108,11 +108,13 @@ def test_imagenet_uses_the_official_subset_of_seven_templates():
 def test_segmenter_options_are_segmenter_keywords_and_its_defaults_are_annofrees_own():
     import inspect
 
-    parameters = inspect.signature(ZeroShotSegmenter).parameters
+    from annofree.inference.settings import DEFAULTS, ZeroShotSettings
+
+    assert "options" in inspect.signature(ZeroShotSegmenter).parameters  # the settings, as keywords
     options = ZeroShotProtocol("x").segmenter_options()
-    assert set(options) <= set(parameters)
+    assert set(options) <= set(ZeroShotSettings.field_names())
     # For users' photos annofree antialiases when shrinking, does not cap the long side and fits the patch grid.
-    defaults = {key: parameters[key].default for key in ("resize", "max_long_side", "patch_remainder")}
+    defaults = {key: getattr(DEFAULTS, key) for key in ("resize", "max_long_side", "patch_remainder")}
     assert defaults == {"resize": "antialias", "max_long_side": None, "patch_remainder": "fit"}
     with pytest.raises(UserError, match="unknown template set"):
         ZeroShotProtocol("x", templates="many").prompt_templates()

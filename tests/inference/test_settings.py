@@ -84,7 +84,8 @@ def test_each_option_comes_from_what_is_given_else_the_file_else_the_defaults():
     assert sources["prompts"] == "defaults"
     line = describe_settings(settings, sources)
     assert line == ("zero-shot settings -- from the command line: bg_thresh=0.3; from run/inference.json: "
-                    "bg_rule=similarity short_side=24 topk=2 flip=on; defaults: mode=whole prompts=single")  # fmt: skip
+                    "bg_rule=similarity short_side=24 topk=2 flip=on; defaults: mode=whole prompts=single "
+                    "max_long_side=none resize=antialias patch_remainder=fit")  # fmt: skip
     # The given options are checked together with the file's: -0.5 is a cosine under the stored rule.
     assert resolve_settings(stored, {"bg_thresh": -0.5})[0].bg_thresh == -0.5
 

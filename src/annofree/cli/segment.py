@@ -504,9 +504,9 @@ def _segment_zero_shot(args: argparse.Namespace, model, files: list[ImageFile], 
     for same in segmenter.indistinguishable_classes():
         notes.append(f"note: these weights embed the classes {', '.join(same)} alike (words they never learned?): "
                      f"they cannot tell them apart, and {same[0]} wins wherever one of them does")  # fmt: skip
+    out_dir = make_out_dir(args.out)
     for line in [] if getattr(args, "quiet", False) else notes:  # --quiet: errors only
         print(line, file=sys.stderr)
-    out_dir = make_out_dir(args.out)
 
     def work(path: Path, name: str) -> str:
         image = load_image(path)

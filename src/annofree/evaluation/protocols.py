@@ -57,6 +57,12 @@ class ZeroShotProtocol:
     prompt_names: Mapping[str, str] = field(default_factory=dict)  # data set name -> prompted name
     templates: str = "simple"  # "a photo of a {}."
 
+    def __getattr__(self, name: str) -> Any:
+        """The settings' fields read as the protocol's own (``protocol.bg_thresh``)."""
+        if name in ZeroShotSettings.field_names():
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def segmenter_options(self) -> dict[str, Any]:
         """The settings as keyword arguments of ``ZeroShotSegmenter`` (JSON-ready)."""
         return self.settings.to_dict()

@@ -248,7 +248,7 @@ def _shown(name: str, value: Any) -> str:
     if isinstance(value, tuple):
         return f"{name}={value[0]}x{value[1]}"
     if value is None:
-        return f"{name}={'keep' if name == 'short_side' else 'all'}"
+        return f"{name}={ {'short_side': 'keep', 'topk': 'all'}.get(name, 'none') }"
     return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
 
 

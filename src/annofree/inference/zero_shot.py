@@ -398,6 +398,12 @@ class ZeroShotSegmenter:
         templates = self.settings.template() if template is None else template
         self.text_embeds = class_embeddings(model, self.class_names, templates, tokenizer)
 
+    def __getattr__(self, name: str) -> Any:
+        """The settings' fields read as the segmenter's own (``segmenter.bg_thresh``)."""
+        if name in ZeroShotSettings.field_names():
+            return getattr(self.__dict__["settings"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def describe_settings(self) -> str:
         """One line: the settings in use and where each came from (given, the weights' file, the defaults)."""
         return describe_settings(self.settings, self.sources)

@@ -14,6 +14,7 @@ from pathlib import Path
 from annofree.cli import hold_out_dir
 from annofree.cli.train import _OverridesParser
 from annofree.errors import UserError
+from annofree.inference.settings import SETTINGS_NAME
 
 SHAPES = "circle, square, triangle, star, heart, cross, ring, crescent"
 
@@ -87,21 +88,9 @@ def print_groupvit(run_dir: Path, results: dict) -> None:
               f"from scratch: loss {scratch['loss_first']:.2f} -> {scratch['loss_last']:.2f} in "
               f"{scratch['train_seconds']:.0f} s, mIoU {scratch['miou']:.3f} (see docs/learning.md).")  # fmt: skip
     print(f"results: {run_dir / 'results.json'}   overlays: {run_dir}/scene_*.png")
-    print(f"Try it on your own image (it knows the shapes it saw: {SHAPES}):")
-    print(f"  annofree segment YOUR_IMAGE.jpg --weights {run_dir} --classes 'circle,star,heart'"
-          f"{segment_options(results['evaluation'])} --out seg_out")  # fmt: skip
-
-
-def segment_options(evaluation: dict) -> str:
-    """The ``annofree segment`` options that score an image as the demo scored its held-out scenes."""
-    options = f" --short-side {evaluation.get('short_side') or 0}"  # 0: the image's own size, as the demo did
-    if evaluation.get("bg_rule", "affinity") != "affinity":
-        options += f" --bg-rule {evaluation['bg_rule']}"
-    if "bg_thresh" in evaluation:
-        options += f" --bg-thresh {evaluation['bg_thresh']:g}"
-    if evaluation.get("flip"):
-        options += " --flip"
-    return options
+    print(f"Try it on your own image (it knows the shapes it saw: {SHAPES}; the settings it was scored with are "
+          f"in {run_dir / SETTINGS_NAME}, which segment reads):")  # fmt: skip
+    print(f"  annofree segment YOUR_IMAGE.jpg --weights {run_dir} --classes 'circle,star,heart' --out seg_out")
 
 
 def print_densesiam(run_dir: Path, results: dict) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from annofree.engine.config import check_method_config, defining_file, load_config, resolve_engine_config
+from annofree.engine.config import check_method_config, load_config, resolve_engine_config
 from annofree.engine.logging import read_log
 from annofree.engine.trainer import TrainResult, train
 from annofree.errors import UserError
@@ -36,16 +36,12 @@ def default_config_path(method: str = "groupvit") -> Path:
 def load_demo_config(
     path: str | Path | None = None, overrides: Iterable[str] = (), method: str = "groupvit"
 ) -> dict[str, Any]:
-    """A demo recipe with overrides; a relative ``train.init_weights`` is taken relative to the recipe file that
-    sets it (a recipe based on ``demo.yaml`` elsewhere still finds the packaged checkpoint). Every section is
-    checked as ``annofree train`` checks it, before the demo renders or trains anything."""
+    """A demo recipe with overrides, read by ``load_config`` (a relative ``train.init_weights`` is taken relative to
+    the recipe file that sets it, so a recipe based on ``demo.yaml`` elsewhere still finds the packaged
+    checkpoint). Every section is checked as ``annofree train`` checks it, before the demo renders or trains."""
     path = Path(path or default_config_path(method))
     config = load_config(path, list(overrides))
     check_method_config(resolve_engine_config(config), get_method(config.get("method") or method))
-    init = config["train"].get("init_weights")
-    if init and not Path(init).is_absolute() and not Path(init).exists():
-        origin = defining_file(path, "train.init_weights") or path
-        config["train"]["init_weights"] = str((origin.parent / init).resolve())
     return config
 
 

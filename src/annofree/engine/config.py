@@ -269,28 +269,6 @@ def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     return merge(merged, data)
 
 
-_MISSING = object()
-
-
-def defining_file(path: str | Path, dotted: str) -> Path | None:
-    """The file of ``path`` and its ``_base_`` files whose value of ``dotted`` wins in ``load_config(path)``
-    (None when none sets it): for values that are paths relative to the file that writes them.
-    Call it on a config that ``load_config`` has read (it does not check for ``_base_`` cycles)."""
-    path = Path(path).resolve()
-    data = _read_yaml(path)
-    node: Any = data
-    for part in dotted.split("."):
-        node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
-    if node is not _MISSING:
-        return path
-    bases = data.get(BASE_KEY) or []
-    for base in reversed([bases] if isinstance(bases, str) else bases):  # later bases win over earlier ones
-        found = defining_file(path.parent / base, dotted)
-        if found is not None:
-            return found
-    return None
-
-
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (dicts are walked, their own dotted key is listed too)."""
     flat: dict[str, Any] = {}

@@ -31,6 +31,7 @@ COMMANDS = {
     "export onnx": lambda i, out: ["export", "onnx", "--weights", i["weights"], "--out", out],
     "convert --to hf": lambda i, out: ["convert", "--from", "annofree", "--to", "hf", i["weights"], "--out", out],
     "demo": lambda i, out: ["demo", "--method", "groupvit", "--out", out],
+    "data shards": lambda i, out: ["data", "shards", i["data"], out, "--no-progress"],
 }
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from annofree.cli import hold_out_dir
+
 SHARDS_DESCRIPTION = (
     "Write training shards OUT/000000.tar, 000001.tar, ... (KEY.jpg + KEY.txt + KEY.json, the img2dataset layout) "
     "from SRC: a folder of images (recursive), each captioned by the .txt file of the same name beside it, or a "
@@ -98,6 +100,7 @@ def _progress_bar(desc: str, unit: str, disable: bool):
 def _run_shards(args: argparse.Namespace) -> int:
     from annofree.data.make_shards import make_shards
 
+    hold_out_dir(args.out)  # one writer: a second run would take the first one's temporary shards away
     bar, progress = _progress_bar("shards", "sample", args.no_progress)
     with bar:
         summary = make_shards(

@@ -45,13 +45,12 @@ import numpy as np
 
 from annofree.data.image_folder import list_images
 from annofree.data.images import decode_image
-from annofree.data.shards import SHARD_SUFFIXES, ShardWriter
+from annofree.data.shards import SHARD_SUFFIXES, TABLE_SUFFIXES, ShardWriter
 from annofree.errors import UserError
 
 IMAGE_COLUMNS = ("url", "filepath", "image", "path", "file")  # img2dataset's, open_clip's, then common names
 CAPTION_COLUMNS = ("caption", "title", "text")  # img2dataset's, open_clip's, then a common name
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
-TABLE_SUFFIXES = (*TABLE_DELIMITERS, ".parquet")
 PARQUET_EXTRA = "pip install 'annofree[parquet]'"
 MANIFEST_NAME = "shards.json"
 STATS_SUFFIX = "_stats.json"

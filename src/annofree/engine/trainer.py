@@ -234,7 +234,8 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
             raise UserError(
                 f"{out_dir}: the checkpoint is at step {state['step']}, beyond train.steps={cfg['train']['steps']}"
             )
-        _check_data(cfg)
+        if resume:  # a fresh run checked its data above, before the lock
+            _check_data(cfg)
         return _train(cfg, method_cls, out_dir, cfg["train"]["data"], state, env)
     finally:
         if lock is not None:

@@ -384,7 +384,6 @@ class ZeroShotSegmenter:
         self.settings, self.sources = resolve_settings(
             stored, options, base=settings, base_source=DEFAULT_SOURCE if settings is None else GIVEN_SOURCE
         )
-        self.stored_settings = stored
         if self.settings.mode == "slide":
             try:  # validate window and stride now rather than on the first image
                 window_boxes(1, 1, self.settings.window, self.settings.stride)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annofree.data.captions import PROMPT_TEMPLATES
 from annofree.data.folder import write_classes, write_segmentation_sample
 from annofree.errors import UserError
 from annofree.evaluation.folder import evaluate_folder
@@ -178,3 +179,18 @@ def test_a_protocol_prompts_edited_names_and_reports_the_data_set_names():
     results = evaluate_dataset(model, Tiny(), protocol, tokenizer=model.tokenize, progress=False)
     assert results["per_class_iou"] == {"background": None, "diningtable": 1.0, "dog": 1.0}
     assert results["skipped"] == 1
+
+
+@pytest.mark.parametrize(("prompts", "per_class"), [("single", 1), ("ensemble", len(PROMPT_TEMPLATES))])
+def test_the_prompts_setting_decides_the_templates(tmp_path, prompts, per_class):
+    write_classes(tmp_path, ["background", "cat", "dog"])
+    write_segmentation_sample(tmp_path, "a", np.zeros((8, 16, 3), dtype=np.uint8), _label(1, 0))
+    model = HalvesModel(["cat", "dog"], E[0], E[3])
+    prompted: list[str] = []
+
+    def tokenizer(texts, context_length):
+        prompted.extend(texts)
+        return torch.zeros(len(texts), context_length, dtype=torch.long)
+
+    evaluate_folder(model, tmp_path, short_side=None, tokenizer=tokenizer, progress=False, prompts=prompts)
+    assert len(prompted) == 2 * per_class

@@ -43,7 +43,6 @@ from annofree.inference.settings import SYNTHETIC_NOTE
 
 CLASSIFICATION = "imagenet"
 TEMPLATE_COUNTS = {"7": "subset", "80": "full"}  # --templates -> template set
-PROMPT_SETS = {"single": "simple", "ensemble": "full"}  # --prompts -> template set
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -161,13 +160,13 @@ def zero_shot_protocol_for(args: argparse.Namespace, model=None):
     defaults (as ``annofree segment``); a benchmark keeps its published protocol with the options given on top,
     and a note says so when the weights' stored settings differ.
     """
-    from annofree.evaluation.protocols import zero_shot_protocol
+    from annofree.evaluation.protocols import PROMPT_TEMPLATE_SETS, zero_shot_protocol
     from annofree.inference.settings import describe_settings, differences, resolve_settings
 
     base = zero_shot_protocol(args.dataset)
     if args.dataset == "folder":
         settings, notes = zero_shot_settings(args, model, base.settings, "the folder protocol")
-        return replace(base, settings=settings, templates=PROMPT_SETS[settings.prompts]), notes
+        return replace(base, settings=settings, templates=PROMPT_TEMPLATE_SETS[settings.prompts]), notes
     given = segmenter_options(args)
     settings, sources = resolve_settings(
         None, given, given_source=COMMAND_LINE, base=base.settings, base_source=f"the {args.dataset} protocol"
@@ -181,7 +180,7 @@ def zero_shot_protocol_for(args: argparse.Namespace, model=None):
                      "(give those options to use them)")  # fmt: skip
     if stored is not None and stored.synthetic:
         notes.append(f"note: {SYNTHETIC_NOTE}")
-    templates = PROMPT_SETS[settings.prompts] if "prompts" in given else base.templates
+    templates = PROMPT_TEMPLATE_SETS[settings.prompts] if "prompts" in given else base.templates
     return replace(base, settings=settings, templates=templates), notes
 
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from annofree.errors import UserError
 from annofree.evaluation.metrics import ConfusionMatrix
-from annofree.evaluation.protocols import ZeroShotProtocol, zero_shot_protocol
+from annofree.evaluation.protocols import PROMPT_TEMPLATE_SETS, ZeroShotProtocol, zero_shot_protocol
 from annofree.inference.settings import resolve_settings
 from annofree.inference.zero_shot import (
     BACKGROUND,
@@ -143,7 +143,7 @@ def evaluate_folder(
 
     folder = zero_shot_protocol("folder")
     settings, _ = resolve_settings(getattr(model, "inference_settings", None), options, base=folder.settings)
-    protocol = replace(folder, settings=settings)
+    protocol = replace(folder, settings=settings, templates=PROMPT_TEMPLATE_SETS[settings.prompts])
     try:
         dataset = SegmentationFolder(root)
         return evaluate_dataset(

@@ -47,6 +47,10 @@ CONTEXT_PROMPT_NAMES = {"aeroplane": "airplane", "pottedplant": "plant", "tvmoni
 BENCHMARK_SETTINGS = ZeroShotSettings(mode="slide", max_long_side=2048, resize="official", patch_remainder="drop")
 
 
+# ZeroShotSettings.prompts -> the template set that prompts with it
+PROMPT_TEMPLATE_SETS = {"single": "simple", "ensemble": "full"}
+
+
 @dataclass(frozen=True)
 class ZeroShotProtocol:
     """How a zero-shot segmenter is run on one benchmark: its settings (the official pipeline's by default), the
@@ -157,6 +161,7 @@ __all__ = [
     "BENCHMARK_SETTINGS",
     "CLASSIFICATION_PROTOCOL",
     "CONTEXT_PROMPT_NAMES",
+    "PROMPT_TEMPLATE_SETS",
     "UNSUPERVISED_PROTOCOL",
     "VOC_PROMPT_NAMES",
     "ZERO_SHOT_PROTOCOLS",

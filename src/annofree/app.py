@@ -85,16 +85,13 @@ def _megapixels(pixels: int) -> str:
 
 
 def working_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """``(height, width)`` the model computes at for an image of this size: the segmenters' own short-side resize
-    (``None`` or 0: the size itself), run on a shapeless meta tensor, so that nothing is allocated."""
+    """``(height, width)`` the model computes at for an image of this size: the segmenters' own short-side size
+    rule (``None`` or 0: the size itself), computed from the numbers alone, so that nothing is allocated."""
     if not short_side:
         return int(height), int(width)
-    import torch
+    from annofree.inference.resize import rescaled_size
 
-    from annofree.inference.zero_shot import resize_short_side
-
-    shape = resize_short_side(torch.empty(1, 3, int(height), int(width), device="meta"), int(short_side)).shape
-    return int(shape[-2]), int(shape[-1])
+    return rescaled_size(int(height), int(width), int(short_side))
 
 
 def read_upload(path: str | Path, limits: Limits, short_side: int | None = None) -> np.ndarray:

@@ -120,6 +120,21 @@ def test_reduced_precision_runs_under_autocast(tmp_path: Path, precision: str) -
         assert load_state(tmp_path / precision)["scaler"]["scale"] > 0  # the gradient scaler's state is saved
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_device_and_the_first_line_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], native: bool
+) -> None:
+    import annofree.precision
+
+    reason = "a test CPU with bf16" if native else "a test CPU without bf16"
+    monkeypatch.setattr(annofree.precision, "native_bf16", lambda device: (native, reason))
+    config = toy_config(train={"steps": 2, "precision": "auto"})
+    result = train(config, tmp_path / "run", data="toy")
+    assert result.method.pred_dtype == (torch.bfloat16 if native else torch.float32)
+    first_line = capsys.readouterr().out.strip().splitlines()[0]
+    assert f"precision auto -> {'bf16' if native else 'fp32'} ({reason})" in first_line
+
+
 def test_run_directory_files_exist_and_load(tmp_path: Path) -> None:
     config = toy_config(train={"steps": 5, "log_every": 2, "save_every": 2}, toy={"corrupt_every": 5})
     out = tmp_path / "run"

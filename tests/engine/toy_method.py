@@ -117,6 +117,7 @@ def toy_config(**sections: Any) -> dict[str, Any]:
             "batch_size": 4,
             "num_workers": 0,
             "device": "cpu",
+            "precision": "fp32",  # exact comparisons: the default (auto) would pick bf16 on some CPUs
             "log_every": 2,
             "save_every": 0,
             "tensorboard": False,

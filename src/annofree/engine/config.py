@@ -31,8 +31,9 @@ them (``Method.check_config``). :func:`check_method_config` refuses any other to
     one (``batch_size * world_size * accum_steps``).
 ``train``
     ``steps`` optimiser steps in all; ``batch_size`` per process and micro-batch; ``num_workers``
-    data-loading workers per process; ``precision`` fp32 | bf16 | fp16 (autocast; fp16 adds a
-    gradient scaler); ``device`` auto | cpu | cuda; ``log_every`` / ``save_every`` steps
+    data-loading workers per process; ``precision`` auto | fp32 | bf16 | fp16 (autocast; fp16 adds a
+    gradient scaler; auto: bf16 where the device runs it natively, fp32 elsewhere, see
+    :mod:`annofree.precision`); ``device`` auto | cpu | cuda; ``log_every`` / ``save_every`` steps
     (``save_every: 0`` saves only at the end); ``tensorboard`` event files in ``OUT/tb``;
     ``data`` default data pattern when ``--data`` is not given; ``find_unused_parameters`` for
     DistributedDataParallel (true when some parameters get no gradient in some steps).
@@ -102,7 +103,7 @@ class TrainSection:
     steps: int | None = spec(None, gt=0)
     batch_size: int = spec(32, gt=0)
     num_workers: int = spec(2, ge=0)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = spec(10, gt=0)
     save_every: int = spec(1000, ge=0)

@@ -56,10 +56,10 @@ from annofree.engine.optim import build_optimizer, build_schedule
 from annofree.errors import UserError
 from annofree.folders import FolderLock, open_out_dir
 from annofree.methods.base import LoaderSpec, Method, get_method
+from annofree.precision import AUTOCAST_DTYPES, describe, resolve_precision
 from annofree.weights import WEIGHTS_NAME, load_into
 
 SKIPPED_KEY = "skipped"
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclasses.dataclass
@@ -289,9 +289,12 @@ class _Run:
             self.method, optim_cfg, lr=float(optim_cfg["lr"]), no_weight_decay=self.method.no_weight_decay()
         )
         self.schedule = build_schedule(self.optimizer, optim_cfg, train_cfg["steps"], self.global_batch)
-        self.scaler = torch.amp.GradScaler(env.device.type, enabled=train_cfg["precision"] == "fp16")
+        # train.precision auto resolves here, per machine: the same config runs bf16 where that is native.
+        self.precision, precision_reason = resolve_precision(train_cfg["precision"], env.device)
+        self.precision_note = describe(train_cfg["precision"], self.precision, precision_reason)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision == "fp16")
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.amp_dtype = AUTOCAST_DTYPES[train_cfg["precision"]]
+        self.amp_dtype = AUTOCAST_DTYPES[self.precision]
         self.clip = float(optim_cfg["clip_grad"]) if optim_cfg["clip_grad"] else math.inf
 
     def load(self, state: dict[str, Any]) -> None:
@@ -388,7 +391,7 @@ def _train(
     logger.message(
         f"{method.name}: {sum(p.numel() for p in run.params):,} trainable parameters, {env.world_size} process(es) "
         f"on {env.device.type}, global batch {run.global_batch} ({batch_size} x {env.world_size} x {accum}), "
-        f"peak lr {run.schedule.curve['lr']:.3g}, {train_cfg['precision']}, out {out_dir}"
+        f"peak lr {run.schedule.curve['lr']:.3g}, {run.precision_note}, out {out_dir}"
     )
     for note in notes:
         logger.message(note)

@@ -6,7 +6,8 @@ contrastive loss plus the multi-label contrastive loss between each image and it
 
 Config sections used here (see configs/groupvit/*.yaml):
 
-    model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...)
+    model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...), plus
+            grad_checkpointing (a training switch, not part of the model: kept out of its config)
     data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | subset | simple), shuffle_buffer,
             stop_nouns (nouns never used as prompts)
     loss:   multi_label_weight, same_text_positive, multi_label_form (softmax | sigmoid), patch_token_weight
@@ -23,7 +24,8 @@ from __future__ import annotations
 
 import functools
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,10 +122,30 @@ class LossSection:
                 self.multi_label_form)  # fmt: skip
 
 
+@dataclass(frozen=True)
+class ModelTraining:
+    """Keys of the ``model`` section that change how a training step runs, not the model. They are kept out of
+    the model's config, so the weights file, conversions and the resume check never see them."""
+
+    # Recompute each transformer and grouping block in the backward pass: a step's activation memory is set
+    # by one block, for about one more forward pass of compute; the gradients are the same (models/recompute.py).
+    grad_checkpointing: bool = False
+
+
+def split_model_section(section: Any) -> tuple[Any, ModelTraining]:
+    """A config's ``model`` section -> (the model's own keys, the training switches among them, checked)."""
+    if not isinstance(section, Mapping):  # not a section: the model's own check says so
+        return section, ModelTraining()
+    model = dict(section)
+    switches = {field.name: model.pop(field.name) for field in fields(ModelTraining) if field.name in model}
+    return model, parse_section(ModelTraining, switches, "model")
+
+
 class GroupViTSections(NamedTuple):
     model: GroupViTConfig
     data: DataSection
     loss: LossSection
+    training: ModelTraining
 
 
 def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -138,22 +160,24 @@ class GroupViTMethod(Method):
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> GroupViTSections:
-        model = GroupViTConfig.from_dict(config.get("model"))
+        model_keys, training = split_model_section(config.get("model"))
+        model = GroupViTConfig.from_dict(model_keys)
         data = parse_section(DataSection, config.get("data"), "data")
         loss = parse_section(LossSection, config.get("loss"), "loss")
         if (loss.multi_label_weight or loss.patch_token_weight) and data.num_prompts < 1:
             raise ConfigError("data.num_prompts", "must be >= 1 when loss.multi_label_weight or "
                               "loss.patch_token_weight > 0 (they compare images with prompts)")  # fmt: skip
-        return GroupViTSections(model, data, loss)
+        return GroupViTSections(model, data, loss, training)
 
     @classmethod
     def model_section(cls, config: dict[str, Any]) -> dict[str, Any]:
-        return GroupViTConfig.from_dict(config.get("model")).to_dict()
+        return GroupViTConfig.from_dict(split_model_section(config.get("model"))[0]).to_dict()
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        model, data, loss = self.check_config(config)
+        model, data, loss, training = self.check_config(config)
         self.model = GroupViT(model)
+        self.model.set_grad_checkpointing(training.grad_checkpointing)
         self.sample_options = SampleOptions(
             image_size=data.image_size or model.image.img_size,
             crop_scale=data.crop_scale,

@@ -12,6 +12,7 @@ from annofree.models.config import GroupViTConfig
 from annofree.models.grouping import chain_assignments
 from annofree.models.heads import ProjectionHead
 from annofree.models.image_encoder import GroupViTImageEncoder
+from annofree.models.recompute import set_grad_checkpointing
 from annofree.models.text_encoder import TextEncoder
 
 
@@ -45,6 +46,12 @@ class GroupViT(nn.Module):
         self.multi_label_logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init))
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1), persistent=False)
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each transformer and grouping block's activations in the backward pass instead of keeping
+        them (training memory set by one block; the gradients are the same). A training-time switch, not part of
+        the config or the weights; inference is not affected. ``model.grad_checkpointing`` in a training config."""
+        set_grad_checkpointing(self, enabled)
 
     def normalize_pixels(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` floats in [0, 1] -> the encoder's input normalisation."""

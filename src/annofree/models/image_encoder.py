@@ -11,6 +11,7 @@ from torch import nn
 from annofree.models.config import ImageEncoderConfig
 from annofree.models.grouping import GroupingBlock, group_projector
 from annofree.models.layers import Block, init_vit_weights
+from annofree.models.recompute import run_block
 
 
 class PatchEmbed(nn.Module):
@@ -99,10 +100,12 @@ STEMS = {"patch": PatchEmbed, "conv": ConvStem, "cnn": CNNStem}
 
 
 class GroupingStage(nn.Module):
-    """Transformer blocks over [image tokens, group tokens], then a grouping block (if any)."""
+    """Transformer blocks over [image tokens, group tokens], then a grouping block (if any); with
+    ``grad_checkpointing`` each block is recomputed in the backward pass (:mod:`annofree.models.recompute`)."""
 
     def __init__(self, cfg: ImageEncoderConfig, index: int, drop_path: list[float]):
         super().__init__()
+        self.grad_checkpointing = False
         dim, eps = cfg.embed_dim, cfg.layer_norm_eps
         n_group = cfg.num_group_tokens[index]
         self.num_group_tokens = n_group
@@ -140,12 +143,12 @@ class GroupingStage(nn.Module):
                 groups = groups + self.group_projector(prev_groups)
             x = torch.cat([x, groups], dim=1)
         for block in self.blocks:
-            x = block(x)
+            x = run_block(block, x, enabled=self.grad_checkpointing)
         groups = x[:, n:] if self.group_token is not None else None
         x = x[:, :n]
         soft = None
         if self.downsample is not None:
-            x, soft = self.downsample(x, groups)
+            x, soft = run_block(self.downsample, x, groups, enabled=self.grad_checkpointing)
         return x, groups, soft
 
 

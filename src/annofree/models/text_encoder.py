@@ -8,6 +8,7 @@ from torch import nn
 
 from annofree.errors import UserError
 from annofree.models.config import TextEncoderConfig
+from annofree.models.recompute import run_block
 
 
 def check_token_length(length: int, context_length: int) -> None:
@@ -61,15 +62,18 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
+    """The residual blocks in turn; with ``grad_checkpointing`` each is recomputed in the backward pass."""
+
     def __init__(self, cfg: TextEncoderConfig):
         super().__init__()
+        self.grad_checkpointing = False
         self.resblocks = nn.ModuleList(
             ResidualBlock(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.layer_norm_eps) for _ in range(cfg.layers)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.resblocks:
-            x = block(x)
+            x = run_block(block, x, enabled=self.grad_checkpointing)
         return x
 
 

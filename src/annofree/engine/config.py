@@ -33,9 +33,10 @@ them (``Method.check_config``). :func:`check_method_config` refuses any other to
     ``steps`` optimiser steps in all; ``batch_size`` per process and micro-batch; ``num_workers``
     data-loading workers per process; ``precision`` auto | fp32 | bf16 | fp16 (autocast; fp16 adds a
     gradient scaler; auto: bf16 where the device runs it natively, fp32 elsewhere, see
-    :mod:`annofree.precision`); ``device`` auto | cpu | cuda; ``log_every`` / ``save_every`` steps
-    (``save_every: 0`` saves only at the end); ``tensorboard`` event files in ``OUT/tb``;
-    ``data`` default data pattern when ``--data`` is not given; ``find_unused_parameters`` for
+    :mod:`annofree.precision`); ``compile`` runs the method's forward through ``torch.compile`` (eager, with
+    a warning, where it cannot compile: :mod:`annofree.engine.compiled`); ``device`` auto | cpu | cuda;
+    ``log_every`` / ``save_every`` steps (``save_every: 0`` saves only at the end); ``tensorboard`` event
+    files in ``OUT/tb``; ``data`` default data pattern when ``--data`` is not given; ``find_unused_parameters`` for
     DistributedDataParallel (true when some parameters get no gradient in some steps).
 
 ``configs/engine_defaults.yaml`` is a commented copy of these defaults.
@@ -104,6 +105,7 @@ class TrainSection:
     batch_size: int = spec(32, gt=0)
     num_workers: int = spec(2, ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_every: int = spec(10, gt=0)
     save_every: int = spec(1000, ge=0)

@@ -31,7 +31,7 @@ import dataclasses
 import math
 import shlex
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from annofree.engine import checkpoint, distributed
 from annofree.engine.checkpoint import Progress
+from annofree.engine.compiled import compile_forward
 from annofree.engine.config import (
     check_method_config,
     check_resume,
@@ -285,6 +286,14 @@ class _Run:
             load_into(self.method.deployable(), train_cfg["init_weights"], method_cls.name)
         self.method.to(env.device)
         self.model = _wrap(self.method, env, train_cfg["find_unused_parameters"])
+        # Lines for the log: kept until the logger exists (_train logs them and then points `say` at it).
+        self.pending_lines: list[str] = []
+        self.say: Callable[[str], None] = self.pending_lines.append
+        self.compiled = (
+            compile_forward(self.method, lambda text: self.say(text), env.device, "train.compile")
+            if train_cfg["compile"]
+            else None
+        )
         self.optimizer = build_optimizer(
             self.method, optim_cfg, lr=float(optim_cfg["lr"]), no_weight_decay=self.method.no_weight_decay()
         )
@@ -391,10 +400,12 @@ def _train(
     logger.message(
         f"{method.name}: {sum(p.numel() for p in run.params):,} trainable parameters, {env.world_size} process(es) "
         f"on {env.device.type}, global batch {run.global_batch} ({batch_size} x {env.world_size} x {accum}), "
-        f"peak lr {run.schedule.curve['lr']:.3g}, {run.precision_note}, out {out_dir}"
+        f"peak lr {run.schedule.curve['lr']:.3g}, {run.precision_note}"
+        f"{', compiled' if run.compiled is not None else ''}, out {out_dir}"
     )
-    for note in notes:
+    for note in [*run.pending_lines, *notes]:
         logger.message(note)
+    run.say = logger.message
     if progress.step >= total:
         logger.message(f"the run is already at step {progress.step} of {total}: nothing to train (raise train.steps)")
 

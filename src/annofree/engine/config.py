@@ -26,9 +26,11 @@ them (``Method.check_config``). :func:`check_method_config` refuses any other to
     (SGD, as SimSiam and DenseSiam train); ``warmup_steps`` of linear warm-up
     from ``warmup_lr``, then a cosine to ``min_lr`` at the last step (per optimiser step);
     ``clip_grad`` maximum gradient norm (null: no clipping, the norm is still logged);
-    ``accum_steps`` micro-batches per optimiser step; ``lr_scale_batch`` (optional): ``lr``,
-    ``warmup_lr`` and ``min_lr`` are given for this global batch and scaled linearly to the actual
-    one (``batch_size * world_size * accum_steps``).
+    ``accum_steps`` micro-batches per optimiser step; ``accum_mode`` exact | plain | null (the method's own
+    default, ``Method.accum_mode``): exact scores every sample of the step's micro-batches against every
+    other (feature caching, docs/large-batch.md), plain backwards each micro-batch's own loss;
+    ``lr_scale_batch`` (optional): ``lr``, ``warmup_lr`` and ``min_lr`` are given for this global batch and
+    scaled linearly to the actual one (``batch_size * world_size * accum_steps``).
 ``train``
     ``steps`` optimiser steps in all; ``batch_size`` per process and micro-batch; ``num_workers``
     data-loading workers per process; ``precision`` auto | fp32 | bf16 | fp16 (autocast; fp16 adds a
@@ -64,7 +66,7 @@ from typing import Any, Literal
 import yaml
 
 from annofree.errors import UserError
-from annofree.sections import did_you_mean, parse_section, require, spec, unknown_key_error
+from annofree.sections import ConfigError, did_you_mean, parse_section, require, spec, unknown_key_error
 from annofree.weights import atomic_write
 
 BASE_KEY = "_base_"
@@ -94,6 +96,7 @@ class OptimSection:
     min_lr: float = spec(0.0, ge=0)
     clip_grad: float | None = spec(None, gt=0)
     accum_steps: int = spec(1, ge=1)
+    accum_mode: Literal["exact", "plain"] | None = None
     lr_scale_batch: int | None = spec(None, gt=0)
 
 
@@ -370,7 +373,20 @@ def check_method_config(config: Mapping[str, Any], method_cls: Any) -> Any:
     for key in config:
         if key not in known:
             raise unknown_key_error("", str(key), known)
+    accum_mode(config, method_cls)
     return method_cls.check_config(dict(config))
+
+
+def accum_mode(config: Mapping[str, Any], method_cls: Any) -> str:
+    """``optim.accum_mode`` with null read as the method's own default; exact needs the method's
+    embed()/losses() split."""
+    requested = (config.get("optim") or {}).get("accum_mode")
+    if requested == "exact" and not method_cls.has_embed_split():
+        raise ConfigError(
+            "optim.accum_mode",
+            f"exact needs embed() and losses(), which {method_cls.name} does not have; use plain (or null)",
+        )
+    return requested or method_cls.accum_mode
 
 
 def check_resume(saved: Mapping[str, Any], now: Mapping[str, Any], model_of: Any) -> None:

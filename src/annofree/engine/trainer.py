@@ -7,8 +7,9 @@ In outline (see :func:`train`)::
     while step < steps:
         for batch in method.train_batches(LoaderSpec(..., epoch, skip_batches)):
             on_step(step) before the first micro-batch of a step
-            outputs = model(batch) under autocast; loss = sum of outputs["loss*"]
-            backward (loss / accum_steps), under no_sync except on the last micro-batch
+            plain: outputs = model(batch) under autocast; loss = sum of outputs["loss*"]
+                   backward (loss / accum_steps), under no_sync except on the last micro-batch
+            exact: keep the micro-batch; after accum_steps of them, _Run.exact_step (feature caching)
             after accum_steps micro-batches: unscale, clip, optimiser step, schedule step
             log every log_every steps, save (and plot curves.png) every save_every steps and at the end
         epoch += 1
@@ -27,6 +28,7 @@ SIGTERM save a checkpoint at the next step boundary and raise
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shlex
@@ -40,10 +42,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from annofree.data.shards import derive_seed
 from annofree.engine import checkpoint, distributed
 from annofree.engine.checkpoint import Progress
 from annofree.engine.compiled import compile_forward
 from annofree.engine.config import (
+    accum_mode,
     check_method_config,
     check_resume,
     flatten,
@@ -56,7 +60,7 @@ from annofree.engine.logging import RunLogger
 from annofree.engine.optim import build_optimizer, build_schedule
 from annofree.errors import UserError
 from annofree.folders import FolderLock, open_out_dir
-from annofree.methods.base import LoaderSpec, Method, get_method
+from annofree.methods.base import Embedded, LoaderSpec, Method, get_method
 from annofree.precision import AUTOCAST_DTYPES, describe, resolve_precision
 from annofree.weights import WEIGHTS_NAME, load_into
 
@@ -143,8 +147,10 @@ class _Window:
     def seconds(self) -> float:
         return max(time.perf_counter() - self.started - self.excluded_s, 1e-9)
 
-    def add_micro_batch(self, outputs: Mapping[str, Any], loss: torch.Tensor) -> None:
-        self.micro_batches += 1
+    def add_micro_batch(self, outputs: Mapping[str, Any], loss: torch.Tensor, count: int = 1) -> None:
+        """``count`` > 1: the outputs of a whole exact step (means over its ``count`` micro-batches, ``skipped``
+        their sum), weighted as that many micro-batches so that means and images/s stay per micro-batch."""
+        self.micro_batches += count
         named = dict(outputs)
         total_key = _total_key(outputs)
         if total_key is not None:
@@ -158,6 +164,7 @@ class _Window:
                 self.skipped = self.skipped + value
                 self.has_skipped = True
             else:
+                value = value * count
                 self.sums[key] = self.sums[key] + value if key in self.sums else value
 
     def add_step(self, grad_norm: torch.Tensor) -> None:
@@ -178,6 +185,26 @@ class _Window:
         if self.steps:
             values["grad_norm"] = float(self.grad_norm / self.steps)
         return distributed.reduce_mean(values)
+
+
+def _leaf(value: torch.Tensor) -> torch.Tensor:
+    """A floating tensor of the first pass as a leaf that collects its gradient (others as they are)."""
+    return value.detach().requires_grad_() if value.is_floating_point() else value
+
+
+def _grad(leaf: torch.Tensor) -> torch.Tensor:
+    """The gradient a leaf collected; zeros when the losses did not use it (every output of DDP's forward is
+    backwarded, so that DDP with find_unused_parameters never waits for a parameter it saw used)."""
+    return leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+
+
+def _step_metrics(metrics: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """The micro-batches' metrics of one exact step: ``skipped`` summed, every other one averaged."""
+    merged = {}
+    for key in metrics[0]:
+        values = torch.stack([torch.as_tensor(m[key]).float().reshape(()) for m in metrics])
+        merged[key] = values.sum() if key == SKIPPED_KEY else values.mean()
+    return merged
 
 
 def _wrap(method: Method, env: distributed.DistEnv, find_unused: bool) -> nn.Module:
@@ -278,6 +305,8 @@ class _Run:
         optim_cfg, train_cfg = cfg["optim"], cfg["train"]
         self.env = env
         self.accum_steps = optim_cfg["accum_steps"]
+        self.exact = accum_mode(cfg, method_cls) == "exact"
+        self.seed = cfg["seed"]
         self.global_batch = train_cfg["batch_size"] * env.world_size * self.accum_steps
         # The same seed on every rank before building, so the initial weights do not depend on the world size.
         distributed.seed_everything(cfg["seed"])
@@ -323,12 +352,80 @@ class _Run:
         """
         device = self.env.device
         sync = nullcontext() if last_micro_batch or not self.env.distributed else self.model.no_sync()
-        autocast = torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with sync:
-            with autocast:
+            with self.autocast():
                 outputs = self.model(to_device(batch, device))
             loss = objective(outputs, self.method.name)
             self.scaler.scale(loss / self.accum_steps).backward()
+        return outputs, loss
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.env.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    @contextlib.contextmanager
+    def micro_batch_rng(self, step: int, index: int) -> Iterator[None]:
+        """Torch's random draws (Gumbel noise, drop path, dropout) seeded from (seed, step, global micro-batch
+        index) alone, so that both passes of exact accumulation draw the same noise, whatever the K x ranks
+        layout; the run's own stream continues untouched afterwards."""
+        devices = [self.env.device] if self.env.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed("exact accumulation", self.seed, step, index))
+            yield
+
+    def exact_step(self, batches: list[Any], step: int) -> tuple[dict[str, Any], torch.Tensor]:
+        """The gradients of one optimiser step from this rank's ``accum_steps`` micro-batches, the losses taken
+        over all of them and over every rank's at once (feature caching; see docs/large-batch.md):
+
+        1. embed each micro-batch without a graph (the method itself, not DDP), its noise seeded from
+           (seed, step, rank * K + i);
+        2. the losses on the concatenated embeddings (leaves; the losses' all-gather adds the other ranks'),
+           backward to the embeddings;
+        3. embed each micro-batch again through DDP with the same noise and backward the cached gradients
+           (DDP all-reduces on the last one only; the shared tensors, e.g. the logit scale, go with it).
+
+        Buffers (BatchNorm's running statistics) keep the first pass's update, one per micro-batch. Returns the
+        step's outputs (losses over the whole step, the micro-batches' mean metrics, ``skipped`` summed) and the
+        objective.
+        """
+        if len(batches) != self.accum_steps:
+            raise ValueError(f"exact_step takes optim.accum_steps={self.accum_steps} micro-batches, got {len(batches)}")
+        first = self.env.rank * len(batches)  # global index of this rank's first micro-batch
+        if len(batches) == 1:  # nothing to cache: one pass is the same maths
+            with self.micro_batch_rng(step, first):
+                return self.forward_backward(batches[0], last_micro_batch=True)
+        device = self.env.device
+        with torch.no_grad():
+            cached = []
+            for i, batch in enumerate(batches):
+                with self.micro_batch_rng(step, first + i), self.autocast():
+                    cached.append(self.method(to_device(batch, device), embed_only=True))
+        buffers = {name: value.clone() for name, value in self.method.named_buffers()}
+        samples = {key: torch.cat([e.samples[key] for e in cached]) for key in cached[0].samples}
+        samples = {key: _leaf(value) for key, value in samples.items()}
+        shared = {key: _leaf(value) for key, value in cached[0].shared.items()}
+        with self.autocast():
+            losses = self.method.losses(Embedded(samples, shared, {}))
+        loss = objective(losses, self.method.name)
+        self.scaler.scale(loss).backward()
+
+        sizes = [len(next(iter(e.samples.values()))) for e in cached]
+        sample_grads = {key: _grad(leaf).split(sizes) for key, leaf in samples.items() if leaf.requires_grad}
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = nullcontext() if last or not self.env.distributed else self.model.no_sync()
+            with sync:
+                with self.micro_batch_rng(step, first + i), self.autocast():
+                    again = self.model(to_device(batch, device), embed_only=True)
+                pairs = [(again.samples[key], grads[i]) for key, grads in sample_grads.items()]
+                if last:
+                    pairs += [(again.shared[key], _grad(leaf)) for key, leaf in shared.items() if leaf.requires_grad]
+                pairs = [(tensor, grad) for tensor, grad in pairs if tensor.requires_grad]
+                torch.autograd.backward([tensor for tensor, _ in pairs], [grad for _, grad in pairs])
+        with torch.no_grad():
+            for name, value in self.method.named_buffers():
+                value.copy_(buffers[name])
+        outputs = {key: value.detach() for key, value in losses.items()}
+        outputs.update(_step_metrics([e.metrics for e in cached]))
         return outputs, loss
 
     def optimizer_step(self) -> tuple[float, torch.Tensor]:
@@ -399,7 +496,8 @@ def _train(
     )
     logger.message(
         f"{method.name}: {sum(p.numel() for p in run.params):,} trainable parameters, {env.world_size} process(es) "
-        f"on {env.device.type}, global batch {run.global_batch} ({batch_size} x {env.world_size} x {accum}), "
+        f"on {env.device.type}, global batch {run.global_batch} ({batch_size} x {env.world_size} x {accum}, "
+        f"{_accumulation_words(run.exact, batch_size * env.world_size)}), "
         f"peak lr {run.schedule.curve['lr']:.3g}, {run.precision_note}"
         f"{', compiled' if run.compiled is not None else ''}, out {out_dir}"
     )
@@ -414,6 +512,7 @@ def _train(
     session_start, elapsed_before = time.perf_counter(), progress.elapsed_s
     window = _Window()
     micro = 0  # micro-batches accumulated towards the next optimiser step
+    pending: list[Any] = []  # exact mode: this step's micro-batches, embedded together once all have come
     run.model.train()
     stop = StopRequests(announce=env.is_main)
     try:
@@ -436,10 +535,18 @@ def _train(
                 if micro == 0:
                     method.on_step(progress.step, total)
                 micro += 1
-                outputs, loss = run.forward_backward(batch, last_micro_batch=micro == accum)
-                window.add_micro_batch(outputs, loss)
-                if micro < accum:
-                    continue
+                if run.exact:
+                    pending.append(batch)  # kept across an epoch boundary, as plain mode carries `micro`
+                    if micro < accum:
+                        continue
+                    outputs, loss = run.exact_step(pending, progress.step)
+                    window.add_micro_batch(outputs, loss, count=accum)
+                    pending = []
+                else:
+                    outputs, loss = run.forward_backward(batch, last_micro_batch=micro == accum)
+                    window.add_micro_batch(outputs, loss)
+                    if micro < accum:
+                        continue
 
                 micro = 0
                 lr, grad_norm = run.optimizer_step()
@@ -497,6 +604,13 @@ def _train(
         metrics=record,
         method=method,
     )
+
+
+def _accumulation_words(exact: bool, micro_batch: int) -> str:
+    """How the samples of one step meet in the loss, for the run's first log line."""
+    if exact:
+        return "exact: every sample a negative of every other"
+    return f"plain: each loss over its own micro-batch of {micro_batch}"
 
 
 def _stopped_message(signum: int, method: str, out_dir: Path, saved_step: int, total: int) -> str:

@@ -3,13 +3,20 @@
 The engine owns the loop, distribution, precision, optimiser, checkpoints and logs; a method owns its
 modules, its data pipeline and the maths of one step. The engine wraps the whole method in DDP and
 calls ``forward`` so that gradient synchronisation covers every trainable module.
+
+A contrastive method splits its step in two, :meth:`Method.embed` (the network: batch -> :class:`Embedded`)
+and :meth:`Method.losses` (the maths: embeddings -> named losses), so that the engine can accumulate exactly
+(``optim.accum_mode: exact``): embed every micro-batch of a step without a graph, take the losses over all of
+them at once, then re-embed each micro-batch with the same random draws and backward the cached embedding
+gradients (feature caching, as GradCache and open_clip's ``--accum-freq``). ``forward`` is then
+``embed`` + ``losses``, and a method without the split (DenseSiam) overrides ``forward`` itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -29,6 +36,24 @@ class LoaderSpec:
     skip_batches: int = 0  # micro-batches of this epoch already consumed by this rank
 
 
+class Embedded(NamedTuple):
+    """What :meth:`Method.embed` gives for one micro-batch (a tuple, so DDP finds the tensors in it).
+
+    ``samples``: per-sample tensors, first dimension the micro-batch (embeddings, prompt ids, ...); exact
+    accumulation concatenates them over the micro-batches of a step. ``shared``: tensors that are the same for
+    every micro-batch of a step and that the losses differentiate (e.g. the logit scale): the losses must read
+    parameters only through them, never from the modules, or their gradients would bypass the second pass and
+    DDP. ``metrics``: detached scalars to log (``skipped`` is summed over micro-batches, the others averaged).
+    """
+
+    samples: dict[str, torch.Tensor]
+    shared: dict[str, torch.Tensor]
+    metrics: dict[str, torch.Tensor]
+
+
+AccumMode = Literal["exact", "plain"]
+
+
 class Method(nn.Module):
     """A trainable method.
 
@@ -39,6 +64,8 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     sections: ClassVar[tuple[str, ...]] = ()  # the top-level config keys it reads, besides the engine's
+    # What ``optim.accum_mode: null`` means for this method; "exact" needs embed() and losses().
+    accum_mode: ClassVar[AccumMode] = "plain"
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> Any:
@@ -56,10 +83,35 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Any, embed_only: bool = False) -> dict[str, torch.Tensor] | Embedded:
         """One micro-batch -> named scalars. Keys starting with ``loss`` are summed into the objective;
-        the others are metrics, logged as they are (detach them)."""
+        the others are metrics, logged as they are (detach them).
+
+        The default is ``losses(embed(batch))`` merged with the metrics; ``embed_only`` returns the
+        :class:`Embedded` itself (the engine's second pass of exact accumulation, through DDP). A method
+        without that split overrides ``forward(batch)``."""
+        embedded = self.embed(batch)
+        if embed_only:
+            # DDP finds the parameters a backward reaches through the graph of its outputs: a parameter given
+            # as it is (a leaf) becomes a graph node here.
+            shared = {k: v.clone() if v.requires_grad and v.grad_fn is None else v for k, v in embedded.shared.items()}
+            return embedded._replace(shared=shared)
+        return {**self.losses(embedded), **embedded.metrics}
+
+    def embed(self, batch: Any) -> Embedded:
+        """One micro-batch -> its :class:`Embedded` (everything the losses read). Optional: see the module
+        docstring."""
+        raise NotImplementedError(f"{type(self).__name__} has no embed(): it trains with plain accumulation only")
+
+    def losses(self, embedded: Embedded) -> dict[str, torch.Tensor]:
+        """Named losses (keys starting with ``loss``) of the samples in ``embedded``, which may hold several
+        micro-batches concatenated. Parameters are read only through ``embedded.shared``."""
         raise NotImplementedError
+
+    @classmethod
+    def has_embed_split(cls) -> bool:
+        """True when the method implements embed() and losses(), which exact accumulation needs."""
+        return cls.embed is not Method.embed and cls.losses is not Method.losses
 
     def train_batches(self, spec: LoaderSpec) -> Iterable[Any]:
         """The batches of one epoch for one rank, deterministic given (seed, epoch, rank, world_size),

@@ -38,7 +38,7 @@ from annofree.data.transforms import random_resized_crop
 from annofree.losses.contrastive import image_text_contrastive_loss
 from annofree.losses.multi_label import multi_label_contrastive_loss
 from annofree.losses.multi_label_sigmoid import multi_label_sigmoid_loss
-from annofree.methods.base import LoaderSpec, Method, register
+from annofree.methods.base import Embedded, LoaderSpec, Method, register
 from annofree.models import GroupViT, GroupViTConfig
 from annofree.sections import ConfigError, parse_section, require, spec
 
@@ -157,6 +157,7 @@ class GroupViTMethod(Method):
     name = "groupvit"
 
     sections = ("model", "data", "loss")
+    accum_mode = "exact"  # every sample of a step's micro-batches is a negative of every other (docs/large-batch.md)
 
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> GroupViTSections:
@@ -206,7 +207,7 @@ class GroupViTMethod(Method):
             skipped, self._carried_skips = batch.skipped + self._carried_skips, 0
             yield {**batch.data, "skipped": torch.tensor(skipped, dtype=torch.long)}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def embed(self, batch: dict[str, torch.Tensor]) -> Embedded:
         model = self.model
         pixels = model.normalize_pixels(batch["image"].float() / 255)
         encoded = model.img_encoder(pixels)
@@ -214,36 +215,50 @@ class GroupViTMethod(Method):
         use_prompts = self.multi_label_weight > 0 or self.patch_token_weight > 0
         texts = torch.cat([batch["text"][:, None], batch["prompts"]], 1) if use_prompts else batch["text"][:, None]
         text = model.text_features(texts)  # captions and prompts share one BatchNorm pass
-        out = {"loss_itc": image_text_contrastive_loss(image.float(), text[:, 0].float(), model.scale())}
-        if self.multi_label_weight:
-            out["loss_multi_label"] = self.multi_label_weight * self.multi_label_loss(image, text[:, 1:], batch)
+        samples = {"image": image, "text": text[:, 0]}
+        shared = {"scale": model.scale()}
+        if use_prompts:
+            samples.update(prompts=text[:, 1:], prompt_ids=batch["prompt_ids"])
+            shared["multi_label_scale"] = model.scale(multi_label=True)
+            if self.multi_label_form == "sigmoid":
+                shared["multi_label_bias"] = self.multi_label_bias
         if self.patch_token_weight:
-            # Not in the paper: the same loss on the image's most prompt-like patch tokens (max over tokens),
-            # through the same head. The tokens are what segments are made of; this makes them nameable from
-            # the first steps instead of only through the pooled segments (docs/learning.md).
-            patches = model.img_projector(encoded.patch_tokens.amax(dim=1))
-            out["loss_patch_tokens"] = self.patch_token_weight * self.multi_label_loss(patches, text[:, 1:], batch)
-        out["logit_scale"] = model.scale().detach()
+            # Not in the paper: the multi-label loss on the image's most prompt-like patch tokens (max over
+            # tokens), through the same head. The tokens are what segments are made of; this makes them
+            # nameable from the first steps instead of only through the pooled segments (docs/learning.md).
+            samples["patch_tokens"] = model.img_projector(encoded.patch_tokens.amax(dim=1))
+        metrics = {"logit_scale": model.scale().detach()}
         if self.multi_label_form == "sigmoid":
-            out["multi_label_bias"] = self.multi_label_bias.detach()
+            metrics["multi_label_bias"] = self.multi_label_bias.detach()
         if encoded.soft_assignments:  # a model without grouping stages has none
-            out["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
+            metrics["assign_entropy"] = assignment_entropy(encoded.soft_assignments[-1]).detach()
         for stage, assignment in enumerate(encoded.soft_assignments, start=1):
-            out[f"group_usage_{stage}"] = group_usage(assignment).detach()
-        out["skipped"] = batch["skipped"]
+            metrics[f"group_usage_{stage}"] = group_usage(assignment).detach()
+        metrics["skipped"] = batch["skipped"]
+        return Embedded(samples, shared, metrics)
+
+    def losses(self, embedded: Embedded) -> dict[str, torch.Tensor]:
+        samples = embedded.samples
+        out = {"loss_itc": image_text_contrastive_loss(samples["image"].float(), samples["text"].float(),
+                                                       embedded.shared["scale"])}  # fmt: skip
+        if self.multi_label_weight:
+            loss = self.multi_label_loss(samples["image"], samples["prompts"], embedded)
+            out["loss_multi_label"] = self.multi_label_weight * loss
+        if self.patch_token_weight:
+            loss = self.multi_label_loss(samples["patch_tokens"], samples["prompts"], embedded)
+            out["loss_patch_tokens"] = self.patch_token_weight * loss
         return out
 
-    def multi_label_loss(self, image: torch.Tensor, prompts: torch.Tensor, batch: dict) -> torch.Tensor:
-        scale = self.model.scale(multi_label=True)
+    def multi_label_loss(self, image: torch.Tensor, prompts: torch.Tensor, embedded: Embedded) -> torch.Tensor:
+        scale, prompt_ids = embedded.shared["multi_label_scale"], embedded.samples["prompt_ids"]
         if self.multi_label_form == "sigmoid":
-            return multi_label_sigmoid_loss(
-                image.float(), prompts.float(), scale, self.multi_label_bias, prompt_ids=batch["prompt_ids"]
-            )
+            bias = embedded.shared["multi_label_bias"]
+            return multi_label_sigmoid_loss(image.float(), prompts.float(), scale, bias, prompt_ids=prompt_ids)
         return multi_label_contrastive_loss(
             image.float(),
             prompts.float(),
             scale,
-            prompt_ids=batch["prompt_ids"],
+            prompt_ids=prompt_ids,
             same_text_positive=self.same_text_positive,
         )
 

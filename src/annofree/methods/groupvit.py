@@ -3,6 +3,9 @@
 One step: encode the images, the captions and K noun prompts per caption; the loss is the image-text
 contrastive loss plus the multi-label contrastive loss between each image and its caption's prompts
 (``loss.multi_label_weight``), both over the global batch. Only images and captions are read: no masks.
+The step is split into ``embed`` (the encoders: embeddings, logit scales, metrics) and ``losses`` (the maths on
+the embeddings), so that exact accumulation (``optim.accum_mode: exact``, the default here) takes the losses over
+every micro-batch of an optimiser step at once (docs/large-batch.md).
 
 Config sections used here (see configs/groupvit/*.yaml):
 

@@ -10,6 +10,7 @@ from torch import nn
 from annofree.errors import UserError
 from annofree.inference.zero_shot import (
     ZeroShotSegmenter,
+    channel_argmax,
     check_class_names,
     class_embeddings,
     group_class_affinity,
@@ -127,6 +128,12 @@ def test_upsample_argmax_in_class_chunks_equals_the_full_resize():
     full = F.interpolate(logits[None], size=(23, 17), mode="bilinear", align_corners=False)[0].argmax(0)
     for budget in [1, 23 * 17 * 2, 1 << 30]:
         assert torch.equal(upsample_argmax(logits, (23, 17), max_elements=budget), full)
+
+
+@pytest.mark.parametrize(("shape", "dim"), [((2, 8, 33, 47), 1), ((6, 40, 30), 0), ((3, 5), 1)])
+def test_channel_argmax_is_argmax_with_the_first_index_winning_ties(shape, dim):
+    values = torch.randint(0, 3, shape, generator=torch.Generator().manual_seed(0)).float()  # many ties
+    assert torch.equal(channel_argmax(values, dim), values.argmax(dim=dim))
 
 
 def test_class_name_checks():

@@ -234,7 +234,14 @@ def group_maps(grouping: torch.Tensor, grid: tuple[int, int], size: tuple[int, i
     """Soft grouping ``[B, h*w, G]`` on the patch grid -> ``[B, H, W]`` index of each pixel's group."""
     batch, _, groups = grouping.shape
     maps = grouping.transpose(1, 2).reshape(batch, groups, *grid)
-    return _resize(maps, size).argmax(dim=1)
+    return channel_argmax(_resize(maps, size), dim=1)
+
+
+def channel_argmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.argmax(dim)`` (the first index wins ties): ``max``'s indices, which torch's CPU kernels find several
+    times faster than ``argmax`` along a dimension that is not the last (a 448 x 448 map of 8 groups: 4 ms, not
+    23)."""
+    return x.max(dim=dim).indices
 
 
 def pixel_logits(group_index: torch.Tensor, affinity: torch.Tensor, bg_thresh: float | None) -> torch.Tensor:
@@ -289,7 +296,7 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], max_elements: i
     classes = logits.shape[0]
     chunk = max(1, max_elements // max(1, size[0] * size[1]))
     if chunk >= classes:
-        return _resize(logits[None].float(), size)[0].argmax(dim=0)
+        return channel_argmax(_resize(logits[None].float(), size)[0], dim=0)
     best_value = best_index = None
     for start in range(0, classes, chunk):
         part = _resize(logits[None, start : start + chunk].float(), size)[0]
@@ -493,6 +500,7 @@ __all__ = [
     "PATCH_RULES",
     "SegmentationResult",
     "ZeroShotSegmenter",
+    "channel_argmax",
     "check_background",
     "check_class_names",
     "check_short_side",

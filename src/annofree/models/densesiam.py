@@ -160,7 +160,7 @@ class DenseSiam(nn.Module):
     @torch.no_grad()
     def segment_clusters(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in [0, 1] -> cluster ids ``LongTensor [B, H, W]`` (argmax over the projector)."""
-        return self.cluster_logits(pixels).argmax(dim=1)
+        return self.cluster_logits(pixels).max(dim=1).indices  # = argmax(dim=1), several times faster on CPU
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`cluster_logits`."""

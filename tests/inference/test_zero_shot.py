@@ -15,6 +15,7 @@ from annofree.inference.zero_shot import (
     class_embeddings,
     group_class_affinity,
     group_class_similarity,
+    inference_precision,
     pixel_logits,
     similarity_logits,
     to_pixel_batch,
@@ -321,6 +322,61 @@ def test_bad_options_are_user_errors():
     ]:
         with pytest.raises(UserError, match=message):
             _segmenter(model, **kwargs)
+
+
+class AutocastSpy(KnownGroupsModel):
+    """Records the autocast dtype each ``encode_groups`` call runs under (None: no autocast)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.autocast: list[torch.dtype | None] = []
+
+    def encode_groups(self, pixels):
+        enabled = torch.is_autocast_enabled("cpu")
+        self.autocast.append(torch.get_autocast_dtype("cpu") if enabled else None)
+        return super().encode_groups(pixels)
+
+
+@pytest.mark.parametrize(("precision", "native", "expected"), [
+    ("fp32", True, None), ("bf16", False, torch.bfloat16), ("auto", True, torch.bfloat16), ("auto", False, None),
+])  # fmt: skip
+def test_precision_runs_only_the_image_encoder_under_autocast(monkeypatch, precision, native, expected):
+    import annofree.precision
+
+    monkeypatch.setattr(annofree.precision, "native_bf16", lambda device: (native, "as the test says"))
+    model = AutocastSpy(NAMES, torch.stack([E[0], E[3]]), E[0] + 0.5 * E[1])
+    segmenter = _segmenter(model, precision=precision)
+    assert segmenter.precision == ("fp32" if expected is None else "bf16")
+    result = segmenter.segment(np.zeros((8, 16, 3), dtype=np.uint8))
+    assert model.autocast == [expected]
+    assert result.logits.dtype == torch.float32
+    assert not torch.is_autocast_enabled("cpu")  # switched off again after the encoder
+    reference = _segmenter(KnownGroupsModel(NAMES, torch.stack([E[0], E[3]]), E[0] + 0.5 * E[1]))
+    # The encoder of this model computes nothing in autocast: the rest of the pipeline is the same float32.
+    torch.testing.assert_close(result.logits, reference.segment(np.zeros((8, 16, 3), dtype=np.uint8)).logits)
+
+
+def test_bf16_segmentation_of_a_real_model_gives_float32_logits(tiny_groupvit, tokenizer):
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    results = {
+        precision: ZeroShotSegmenter(
+            tiny_groupvit, NAMES, tokenizer=tokenizer, short_side=None, precision=precision
+        ).segment(image)
+        for precision in ("fp32", "bf16")
+    }
+    assert results["bf16"].logits.dtype == torch.float32
+    assert results["bf16"].label_map.shape == results["fp32"].label_map.shape == (32, 32)
+    assert not torch.equal(results["bf16"].logits, results["fp32"].logits)  # bf16 really ran
+    assert torch.isfinite(results["bf16"].logits).all()
+
+
+def test_bad_precisions_are_user_errors(tiny_groupvit, tokenizer):
+    with pytest.raises(UserError, match="precision must be one of"):
+        ZeroShotSegmenter(tiny_groupvit, NAMES, tokenizer=tokenizer, precision="fp64")
+    onnx_like = SimpleNamespace(config=tiny_groupvit.config, device=torch.device("cpu"), dtype=torch.float32)
+    with pytest.raises(UserError, match="needs a torch model"):
+        inference_precision(onnx_like, "bf16")
+    assert inference_precision(onnx_like, "auto")[0] == "fp32"
 
 
 # ----------------------------------------------------------------------------- the tiny real GroupViT

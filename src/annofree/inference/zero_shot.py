@@ -59,6 +59,7 @@ from annofree.inference.settings import (
     resolve_settings,
 )
 from annofree.inference.sliding import slide, window_boxes
+from annofree.precision import autocast, resolve_precision
 
 BACKGROUND = "background"
 Tokenizer = Callable[..., torch.Tensor]  # (texts, context_length=...) -> LongTensor [N, L]
@@ -345,6 +346,20 @@ def drop_patch_remainder(pixels: torch.Tensor, patch: int) -> torch.Tensor:
 PATCH_RULES = {"drop": drop_patch_remainder, "fit": fit_to_patches}  # patch_remainder -> what the model sees
 
 
+def inference_precision(model, requested: str) -> tuple[str, str]:
+    """``(precision, reason)`` the image encoder runs in: ``requested`` (auto | fp32 | bf16 | fp16) resolved for the
+    model's device (:func:`annofree.precision.resolve_precision`). A model run outside torch (``OnnxGroupViT``)
+    computes in its exported precision: only ``auto`` or ``fp32`` fit it."""
+    if not isinstance(model, nn.Module):
+        if requested not in ("auto", "fp32"):
+            raise UserError(f"precision {requested!r} needs a torch model; an ONNX model runs as exported (fp32)")
+        return "fp32", "the ONNX runtime runs the model as exported"
+    try:
+        return resolve_precision(requested, input_device_dtype(model)[0])
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
 # ----------------------------------------------------------------------------- the segmenter
 
 
@@ -372,6 +387,10 @@ class ZeroShotSegmenter:
         with_background: add the thresholded background channel as label 0.
         windows_per_batch: sliding windows (or images in whole mode) per forward pass.
         tokenizer: ``(texts, context_length=...) -> ids``; defaults to the CLIP BPE tokenizer.
+        precision: what the image encoder computes in: ``"fp32"``, ``"bf16"`` / ``"fp16"`` (autocast), or
+            ``"auto"`` (bf16 where the device runs it natively, :func:`annofree.precision.resolve_precision`).
+            The class embeddings and everything after the encoder stay in float32. ``self.precision`` holds the
+            choice, ``self.precision_reason`` why.
         **options: single settings, e.g. ``bg_thresh=0.3``; an unknown name is a one-line error.
     """
 
@@ -385,6 +404,7 @@ class ZeroShotSegmenter:
         with_background: bool = True,
         windows_per_batch: int = 8,
         tokenizer: Tokenizer | None = None,
+        precision: str = "fp32",
         **options: Any,
     ):
         stored = getattr(model, "inference_settings", None) if settings is None else None
@@ -401,6 +421,7 @@ class ZeroShotSegmenter:
         self.with_background = with_background
         self.windows_per_batch = max(1, int(windows_per_batch))
         self.patch_size = int(model.config.image.patch_size)
+        self.precision, self.precision_reason = inference_precision(model, precision)
         templates = self.settings.template() if template is None else template
         self.text_embeds = class_embeddings(model, self.class_names, templates, tokenizer)
 
@@ -440,7 +461,8 @@ class ZeroShotSegmenter:
     def crop_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalised crops ``[N, 3, h, w]`` (any size) -> logits ``[N, K, h, w]`` (float32)."""
         size = tuple(pixels.shape[-2:])
-        out = self.model.encode_groups(PATCH_RULES[self.settings.patch_remainder](pixels, self.patch_size))
+        with autocast(self.precision, pixels.device):
+            out = self.model.encode_groups(PATCH_RULES[self.settings.patch_remainder](pixels, self.patch_size))
         text = self.text_embeds.to(out.group_embeds.device)
         groups, image = out.group_embeds.float(), out.image_embeds.float()
         group_index = group_maps(out.grouping.float(), out.grid, size)
@@ -511,6 +533,7 @@ __all__ = [
     "group_class_affinity",
     "group_class_similarity",
     "group_maps",
+    "inference_precision",
     "input_device_dtype",
     "pixel_logits",
     "pixel_scores",

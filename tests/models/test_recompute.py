@@ -128,3 +128,25 @@ def test_a_bad_value_is_a_one_line_error_naming_the_key():
     with pytest.raises(UserError, match=r"config key model\.grad_checkpointing: must be") as info:
         method_with("yes")
     assert "\n" not in str(info.value)
+
+
+def test_an_exact_accumulation_step_gives_the_same_gradients_checkpointed():
+    """Exact accumulation runs each micro-batch twice under its own seeded noise; checkpointing recomputes
+    inside the second pass: the step's loss and gradients stay those of the step without it."""
+    from annofree.engine import distributed
+    from annofree.engine.trainer import _Run
+    from tests.engine import exact_worker as problem
+
+    def step(checkpointing: bool):
+        cfg = problem.config({}, 2)
+        cfg["model"] = {**problem.MODEL, "grad_checkpointing": checkpointing}
+        run = _Run(cfg, get_method("groupvit"), distributed.setup("cpu"))
+        assert any(getattr(m, "grad_checkpointing", False) for m in run.method.modules()) == checkpointing
+        _, loss = run.exact_step([problem.micro_batch(run, i) for i in range(2)], problem.STEP)
+        return loss.detach(), {name: p.grad for name, p in run.method.named_parameters() if p.grad is not None}
+
+    (loss, grads), (loss_ckpt, grads_ckpt) = step(False), step(True)
+    torch.testing.assert_close(loss_ckpt, loss, rtol=1e-6, atol=0)
+    assert grads_ckpt.keys() == grads.keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-6, atol=1e-9, msg=name)

@@ -140,11 +140,14 @@ class Runner:
     step: Callable[[], float]
     times: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
+    first_s: float | None = None  # the first (warm-up) call: with --compile, compiling included
 
     def run(self, record: bool) -> None:
         start = time.perf_counter()
         value = self.step()
         elapsed = time.perf_counter() - start
+        if self.first_s is None:
+            self.first_s = elapsed
         if record:
             self.times.append(elapsed)
             self.values.append(value)
@@ -331,7 +334,10 @@ def train_benchmark(args: argparse.Namespace, ours: GroupViT, hf_model) -> dict[
         "transformers_fp32_img_s": fp32_rate,
         "vs_transformers_fp32": rates["annofree"] / fp32_rate,
         **{f"{key}_median_ms_per_step": 1000 * statistics.median(r.times) for key, r in runners.items()},
+        "annofree_first_step_s": runners["annofree"].first_s,  # with --compile: compiling included
     }
+    compiling = ", compiling" if args.compile else ""
+    print(f"annofree's first step (warm-up{compiling}): {runners['annofree'].first_s:.1f} s")
     print(f"ratio annofree / transformers at {args.precision} (img/s): {figures['ratio']:.3f}")
     print(f"annofree ({args.precision}{', compiled' if args.compile else ''}) / transformers fp32: "
           f"{figures['vs_transformers_fp32']:.3f}")  # fmt: skip

@@ -255,9 +255,9 @@ def ours_pipeline(model: GroupViT, image_uint8, precision: str) -> Callable[[], 
         return None
 
     def step() -> float:
-        with autocast(precision):
-            segmenter = ZeroShotSegmenter(model, CLASS_NAMES, short_side=None)  # tokenises + encodes the prompts
-            return float(segmenter.segment(image_uint8).label_map.mean())
+        # tokenises + encodes the prompts; the segmenter's own precision option (its image encoder under autocast)
+        segmenter = ZeroShotSegmenter(model, CLASS_NAMES, short_side=None, precision=precision)
+        return float(segmenter.segment(image_uint8).label_map.mean())
 
     return step
 

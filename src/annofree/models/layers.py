@@ -73,9 +73,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        qkv = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        # unbind, not qkv[0], qkv[1], qkv[2]: the backward of three selects zero-fills and adds three tensors of
+        # qkv's full size; unbind's backward is one stack.
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=drop)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
         return self.proj(_merge_heads(out))
 
 

@@ -81,7 +81,9 @@ class TextEncoder(nn.Module):
     """Token ids ``[B, L]`` (L <= context_length) -> features ``[B, width]`` at the end-of-text token.
 
     The end-of-text id is the largest in CLIP's vocabulary, so ``argmax`` over the ids finds it whatever
-    the padding id; with causal attention the pooled feature does not depend on the padding.
+    the padding id; with causal attention the pooled feature does not depend on the padding, so the positions
+    after the batch's longest text are not computed, and a text that occurs several times in a batch is
+    encoded once (both change the result by float rounding only).
     """
 
     def __init__(self, cfg: TextEncoderConfig):
@@ -111,8 +113,31 @@ class TextEncoder(nn.Module):
             nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        length = token_ids.shape[-1]
-        check_token_length(length, self.cfg.context_length)
-        x = self.token_embedding(token_ids) + self.positional_embedding[:length]
-        x = self.ln_final(self.transformer(x))
-        return x[torch.arange(x.shape[0], device=x.device), token_ids.argmax(dim=-1)]
+        check_token_length(token_ids.shape[-1], self.cfg.context_length)
+        if shapes_may_follow_values():
+            # Texts repeat within a batch (a caption standing in for missing nouns, the same prompt for two
+            # images): each distinct row is encoded once; the indexing below copies its feature to every
+            # occurrence and sums their gradients.
+            distinct, inverse = torch.unique(token_ids, dim=0, return_inverse=True)
+            if distinct.shape[0] < token_ids.shape[0]:
+                return self.encode_rows(distinct)[inverse]
+        return self.encode_rows(token_ids)
+
+    def encode_rows(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` ids -> ``[B, width]``: the final LayerNorm of each row's end-of-text feature.
+
+        Attention is causal, so the feature at position ``p`` reads positions ``<= p`` only: the positions after
+        the batch's longest text change nothing that is pooled and are not computed (captions and prompts are
+        mostly far shorter than the context, so this is most of the text encoder's work).
+        """
+        end = token_ids.argmax(dim=-1)
+        if token_ids.shape[0] and shapes_may_follow_values():
+            token_ids = token_ids[:, : int(end.max()) + 1]
+        x = self.token_embedding(token_ids) + self.positional_embedding[: token_ids.shape[-1]]
+        x = self.transformer(x)
+        return self.ln_final(x[torch.arange(x.shape[0], device=x.device), end])
+
+
+def shapes_may_follow_values() -> bool:
+    """False while tracing (ONNX export) or compiling: their graphs must not depend on the values of the ids."""
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling())

@@ -1,10 +1,12 @@
 """Transformer building blocks shared by the image and text encoders.
 
-Attention runs through PyTorch's fused ``scaled_dot_product_attention``; parameter names follow the
-official GroupViT code (``attn.qkv``, ``attn.proj``, ``mlp.fc1`` ...) so that its checkpoints map by name.
+Attention runs through PyTorch's fused ``scaled_dot_product_attention`` (:func:`attention`); parameter names
+follow the official GroupViT code (``attn.qkv``, ``attn.proj``, ``mlp.fc1`` ...) so that its checkpoints map by name.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +51,33 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+@functools.cache
+def cpu_has_amx() -> bool:
+    return torch.cpu._is_amx_tile_supported()
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0, is_causal: bool = False
+) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(d)) v`` over ``[B, H, N, D]``: PyTorch's fused kernel, except for bf16 on a CPU
+    without AMX, where that kernel multiplies its blocks one small gemm at a time and ran 3-5x slower (forward
+    and backward, AMD EPYC with avx512_bf16, torch 2.13) than the same attention as two bf16 matmuls and a softmax.
+    The matmul form rounds the scores to bf16, where the fused kernel keeps them in fp32: on the whole image
+    encoder that changed neither the error of the output nor that of the gradients (against fp64) beyond bf16's
+    own (docs/profile.md).
+    """
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not cpu_has_amx():
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        if is_causal:
+            future = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).triu(1)
+            scores = scores.masked_fill(future, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        if dropout_p:
+            weights = F.dropout(weights, dropout_p)
+        return weights @ v
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=is_causal)
+
+
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     b, n, c = x.shape
     return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
@@ -77,7 +106,7 @@ class SelfAttention(nn.Module):
         # qkv's full size; unbind's backward is one stack.
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        out = attention(q, k, v, dropout_p=drop)
         return self.proj(_merge_heads(out))
 
 
@@ -98,7 +127,7 @@ class CrossAttention(nn.Module):
         q = _split_heads(self.q_proj(query), self.num_heads)
         k = _split_heads(self.k_proj(key), self.num_heads)
         v = _split_heads(self.v_proj(key), self.num_heads)
-        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
+        return self.proj(_merge_heads(attention(q, k, v)))
 
 
 class Block(nn.Module):

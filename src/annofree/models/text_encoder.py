@@ -8,6 +8,7 @@ from torch import nn
 
 from annofree.errors import UserError
 from annofree.models.config import TextEncoderConfig
+from annofree.models.layers import attention
 from annofree.models.recompute import run_block
 
 
@@ -40,7 +41,7 @@ class CausalSelfAttention(nn.Module):
         b, n, c = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)  # see SelfAttention
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        out = attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
 

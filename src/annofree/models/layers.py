@@ -53,7 +53,9 @@ class DropPath(nn.Module):
 
 @functools.cache
 def cpu_has_amx() -> bool:
-    return torch.cpu._is_amx_tile_supported()
+    """Whether this CPU has AMX tiles (torch's own probe; a torch without it counts as none)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
 
 
 def attention(

@@ -58,19 +58,19 @@ def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], lr: float, no_w
     if not groups:
         raise ValueError("the method has no trainable parameters")
     name = optim_cfg.get("name", "adamw")
-    fused = fusable(groups)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(optim_cfg.get("momentum", 0.9)), fused=fused)
+    if name == "sgd":  # not fused: torch 2.13's fused SGD failed in DenseSiam's training (a None gradient reached it)
+        return torch.optim.SGD(groups, lr=lr, momentum=float(optim_cfg.get("momentum", 0.9)))
     if name != "adamw":
         raise ValueError(f"unknown optimiser {name!r} (adamw | sgd)")
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(optim_cfg["betas"]), eps=float(optim_cfg["eps"]), fused=fused)
+    betas, eps = tuple(optim_cfg["betas"]), float(optim_cfg["eps"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fusable(groups))
 
 
 def fusable(groups: list[dict[str, Any]]) -> bool | None:
-    """True (PyTorch's fused optimiser step, one kernel over all parameters) where every parameter is a float on
-    the CPU or a CUDA device; None (PyTorch's default) elsewhere. On the CPU the default loops over the parameters
-    in Python, a dozen small ops each: GroupViT's AdamW step took 108 ms there against 33 ms fused (SGD 67 against
-    22 ms; 1 thread, docs/profile.md), the same update up to float rounding (SGD: bit for bit)."""
+    """True (PyTorch's fused AdamW step, one kernel over all parameters) where every parameter is a float on the
+    CPU or a CUDA device; None (PyTorch's default) elsewhere. On the CPU the default loops over the parameters in
+    Python, a dozen small ops each: GroupViT's AdamW step took 108 ms there against 33 ms fused (1 thread,
+    docs/profile.md), the same update up to float rounding."""
     params = [p for group in groups for p in group["params"]]
     return True if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params) else None
 

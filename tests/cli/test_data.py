@@ -113,3 +113,43 @@ def test_train_on_data_made_by_hand_says_how_to_make_shards(tmp_path, capsys, da
         assert "x.tar: samples are not grouped by key" in error and "tar --sort=name" in error
     else:
         assert f"{data}: a table, not webdataset shards" in error
+
+
+def test_check_an_img2dataset_folder_then_train_on_it(tmp_path, capsys):
+    import json
+
+    from tests.data.test_img2dataset import img2dataset_folder
+
+    folder = img2dataset_folder(tmp_path)
+    report = tmp_path / "check.json"
+    assert cli.main(["data", "check", str(folder), "--json", str(report), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{folder}/00000.tar: 3 samples; 1 corrupt (1 bad_caption); tokens 6/6/7/7 (min/median/p95/max)" in printed
+    assert "img2dataset downloaded 4 of 5" in printed
+    assert "total, 2 of 2 shards: 6 samples; 2 corrupt (2 bad_caption)" in printed
+    assert f"  {folder}/00001.tar:000010002: empty caption" in printed
+    written = json.loads(report.read_text())
+    assert written["total"]["samples"] == 6 and len(written["shards"]) == 2 and written["context_length"] == 77
+
+    # the config's text context (16 tokens in the tiny model): nothing here is that long
+    assert cli.main(["data", "check", f"{folder}/{{00000..00001}}.tar", "--config", tiny_config(tmp_path),
+                     "--max-shards", "1", "--no-progress"]) == 0  # fmt: skip
+    assert "total, 1 of 2 shards: 3 samples" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert cli.main(["train", "groupvit", "--config", tiny_config(tmp_path), "--data", str(folder),
+                     "--out", str(run), "train.batch_size=2"]) == 0  # fmt: skip
+    assert "step 2/2" in capsys.readouterr().out
+
+
+def test_check_reports_unreadable_shards_without_a_traceback(tmp_path, capsys):
+    captioned_folder(tmp_path / "photos", 4)
+    out = tmp_path / "shards"
+    assert cli.main(["data", "shards", str(tmp_path / "photos"), str(out), "--shard-size", "2", "--no-progress"]) == 0
+    (out / "000001.tar").write_bytes(b"garbage" * 100)
+    capsys.readouterr()
+    assert cli.main(["data", "check", str(out), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "total, 2 of 2 shards: 2 samples" in captured.out and "Traceback" not in captured.out + captured.err
+    assert f"annofree: error: {out}/000001.tar: damaged shard" in captured.out
+    assert cli.main(["data", "check", str(tmp_path / "nowhere"), "--no-progress"]) == 2
+    assert "no such shard file or directory" in one_line_error(capsys)

@@ -2,12 +2,14 @@
 
 ``shards SRC OUT``: training shards (the img2dataset layout) from a folder of images with .txt captions or a
 CSV / TSV / parquet caption table (:mod:`annofree.data.make_shards`).
+``check SHARDS``: what training shards hold before a long run (:mod:`annofree.data.check`).
 ``coco-object ROOT``: COCO-Object labels from COCO-Stuff-164k (:mod:`annofree.data.benchmarks.coco`).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from annofree.cli import hold_out_dir
 
@@ -24,12 +26,15 @@ SHARDS_DESCRIPTION = (
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "data",
-        help="prepare data: training shards from captioned images (shards), benchmark labels (coco-object)",
+        help="prepare data: training shards from captioned images (shards), a look at shards (check), benchmark "
+        "labels (coco-object)",
         description="shards SRC OUT: training shards (the img2dataset layout) from a folder of images with .txt "
-        "captions or a CSV / TSV / parquet caption table. coco-object ROOT: COCO-Object labels from COCO-Stuff-164k.",
+        "captions or a CSV / TSV / parquet caption table. check SHARDS: samples, corrupt samples, caption lengths "
+        "and noun prompts of training shards. coco-object ROOT: COCO-Object labels from COCO-Stuff-164k.",
     )
-    what = parser.add_subparsers(dest="what", required=True, metavar="{shards,coco-object}")
+    what = parser.add_subparsers(dest="what", required=True, metavar="{shards,check,coco-object}")
     _add_shards(what)
+    _add_check(what)
     _add_coco_object(what)
     return parser
 
@@ -63,6 +68,32 @@ def _add_shards(what) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.epilog = f"Parquet tables need pyarrow: {PARQUET_EXTRA}."
     parser.set_defaults(_what=_run_shards)
+
+
+def _add_check(what) -> None:
+    parser = what.add_parser(
+        "check",
+        help="samples, corrupt samples, caption lengths and noun prompts of training shards",
+        description="Read training shards (what --data takes: a folder, a brace pattern such as "
+        "'cc3m/{00000..00331}.tar', a comma-separated list) and report, per shard and in total: usable samples, "
+        "corrupt ones by reason (the first few named), caption lengths in CLIP tokens and words (min, median, p95, "
+        "max), how many captions are cut at the text encoder's context, how many give at least one noun prompt for "
+        "GroupViT's multi-label loss, and img2dataset's download counts where its NNNNN_stats.json files are there. "
+        "Shards that cannot be read are reported and the check goes on. Exit status 1 when a shard could not be "
+        "read to its end or no sample is usable.",
+    )
+    parser.add_argument("shards", metavar="SHARDS", help="the shards, as --data takes them")
+    parser.add_argument("--max-shards", type=int, metavar="N", help="check N shards spread over the list (a sample)")
+    parser.add_argument(
+        "--config", metavar="CONFIG", help="a GroupViT training config: its text context length and data.stop_nouns"
+    )
+    parser.add_argument(
+        "--context-length", type=int, metavar="N", help="text context in tokens, start and end included (default 77)"
+    )
+    parser.add_argument("--json", metavar="OUT", help="also write the report (per shard and total) to this JSON file")
+    parser.add_argument("--workers", type=int, default=1, help="processes checking shards (default %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(_what=_run_check)
 
 
 def _add_coco_object(what) -> None:
@@ -129,6 +160,69 @@ def _run_shards(args: argparse.Namespace) -> int:
         return 1
     print(f"train on them with --data {summary.out}")
     return 0
+
+
+def _check_settings(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
+    """(context length, stop nouns) from --config and --context-length."""
+    from annofree.data.tokenizer import CONTEXT_LENGTH
+
+    context_length, stop_nouns = CONTEXT_LENGTH, ()
+    if args.config:
+        from annofree.engine.config import load_config
+        from annofree.methods.groupvit import GroupViTMethod
+
+        sections = GroupViTMethod.check_config(load_config(args.config))
+        context_length, stop_nouns = sections.model.text.context_length, sections.data.stop_nouns or ()
+    return args.context_length or context_length, stop_nouns
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from annofree.data.check import check_shards
+
+    context_length, stop_nouns = _check_settings(args)
+    bar, progress = _progress_bar("check", "shard", args.no_progress)
+    with bar:
+        report = check_shards(args.shards, context_length, stop_nouns, args.max_shards, args.workers, progress)
+    for check in report.shards:
+        print(f"{check.shard}: {_describe(check.summary(), check.error, context_length)}")
+    total = report.total
+    checked = f"{total['shards_checked']} of {total['shards_listed']} shards"
+    print(f"total, {checked}: {_describe(total, None, context_length)}")
+    for name in total["corrupt_samples"]:
+        print(f"  {name}")
+    if args.json:
+        import json
+
+        from annofree.weights import atomic_write
+
+        text = json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n"
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        print(f"wrote {args.json}")
+    for unreadable in total["unreadable"]:
+        print(f"annofree: error: {unreadable}")
+    if total["samples"] == 0:
+        print("annofree: error: no usable sample")
+    return 1 if total["unreadable"] or total["samples"] == 0 else 0
+
+
+def _describe(figures: dict, error: str | None, context_length: int) -> str:
+    """One line: samples, corrupt ones, caption lengths, cut captions, noun prompts, downloads, damage."""
+    parts = [f"{figures['samples']} samples"]
+    if figures["corrupt"]:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in figures["corrupt_by_reason"].items())
+        parts.append(f"{figures['corrupt']} corrupt ({reasons})")
+    tokens, words = figures["tokens"], figures["words"]
+    if tokens is not None:
+        parts.append("tokens {min}/{median}/{p95}/{max}".format(**tokens) + " (min/median/p95/max)")
+        parts.append("words {min}/{median}/{p95}/{max}".format(**words))
+        parts.append(f"{figures['cut']} cut at {context_length} tokens")
+        parts.append(f"{figures['with_noun_prompt_fraction']:.1%} with a noun prompt")
+    if "img2dataset" in figures:
+        downloads = figures["img2dataset"]
+        parts.append(f"img2dataset downloaded {downloads['downloaded']} of {downloads['tried']}")
+    if error is not None:
+        parts.append(f"UNREADABLE: {error}")
+    return "; ".join(parts)
 
 
 def _run_coco_object(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import regex
 
@@ -185,6 +185,13 @@ def extract_nouns(caption: str, keep_verbs: bool = False) -> list[str]:
     return list(_nouns(caption, bool(keep_verbs)))
 
 
+def prompt_nouns(caption: str, stop_nouns: Collection[str] = ()) -> list[str]:
+    """The nouns GroupViT's multi-label loss may put into prompts: :func:`extract_nouns` of ``caption`` without
+    ``stop_nouns`` (lowercase singular, as extracted; the GroupViT config's ``data.stop_nouns``). Training and
+    ``annofree data check`` both use this, so the check counts what training will see."""
+    return [noun for noun in extract_nouns(caption) if noun not in stop_nouns]
+
+
 def sample_prompts(
     caption: str,
     k: int,
@@ -219,5 +226,6 @@ __all__ = [
     "VERB_TAGS",
     "extract_nouns",
     "preload",
+    "prompt_nouns",
     "sample_prompts",
 ]

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from annofree.data.captions import TEMPLATE_SETS, extract_nouns
+from annofree.data.captions import TEMPLATE_SETS, prompt_nouns
 from annofree.data.shards import derive_seed, image_text_batches
 from annofree.data.tokenizer import get_tokenizer
 from annofree.data.transforms import random_resized_crop
@@ -69,7 +69,7 @@ class SampleOptions:
 def make_sample(options: SampleOptions, key: str, image: np.ndarray, caption: str, rng: random.Random) -> dict:
     """One training sample: augmented image (uint8 CHW), caption tokens, K prompt tokens and prompt ids."""
     pixels = random_resized_crop(image, options.image_size, rng, options.crop_scale, options.crop_ratio, options.flip)
-    nouns = [noun for noun in extract_nouns(caption) if noun not in options.stop_nouns]
+    nouns = prompt_nouns(caption, options.stop_nouns)
     chosen = rng.sample(nouns, min(options.num_prompts, len(nouns)))
     templates = TEMPLATE_SETS[options.templates]
     prompts = [rng.choice(templates).format(noun) for noun in chosen]

@@ -153,3 +153,13 @@ def test_check_reports_unreadable_shards_without_a_traceback(tmp_path, capsys):
     assert f"annofree: error: {out}/000001.tar: damaged shard" in captured.out
     assert cli.main(["data", "check", str(tmp_path / "nowhere"), "--no-progress"]) == 2
     assert "no such shard file or directory" in one_line_error(capsys)
+
+
+def test_check_takes_only_a_groupvit_config(tmp_path, capsys):
+    captioned_folder(tmp_path / "photos", 2)
+    out = tmp_path / "shards"
+    assert cli.main(["data", "shards", str(tmp_path / "photos"), str(out), "--no-progress"]) == 0
+    config = tmp_path / "ds.yaml"
+    config.write_text(yaml.safe_dump({"method": "densesiam"}))
+    assert cli.main(["data", "check", str(out), "--config", str(config), "--no-progress"]) == 2
+    assert "--config takes a GroupViT training config" in one_line_error(capsys)

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from annofree.cli import hold_out_dir
+from annofree.errors import UserError
 
 SHARDS_DESCRIPTION = (
     "Write training shards OUT/000000.tar, 000001.tar, ... (KEY.jpg + KEY.txt + KEY.json, the img2dataset layout) "
@@ -171,7 +172,10 @@ def _check_settings(args: argparse.Namespace) -> tuple[int, tuple[str, ...]]:
         from annofree.engine.config import load_config
         from annofree.methods.groupvit import GroupViTMethod
 
-        sections = GroupViTMethod.check_config(load_config(args.config))
+        config = load_config(args.config)
+        if config.get("method") != "groupvit":
+            raise UserError(f"{args.config}: --config takes a GroupViT training config (method: groupvit)")
+        sections = GroupViTMethod.check_config(config)
         context_length, stop_nouns = sections.model.text.context_length, sections.data.stop_nouns or ()
     return args.context_length or context_length, stop_nouns
 

@@ -27,7 +27,6 @@ import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,19 +34,11 @@ from PIL import Image
 from torch.utils.data import IterableDataset
 
 from annofree.data.images import decode_image
-from annofree.data.shards import (
-    SHARD_SUFFIXES,
-    Batch,
-    _SkipCounter,
-    derive_seed,
-    image_text_batches,
-    stream_batches,
-    worker_stream,
-)
+from annofree.data.layout import SHARD_SUFFIXES
+from annofree.data.sampling import derive_seed
+from annofree.data.spec import LoaderSpec
+from annofree.data.stream import Batch, _SkipCounter, image_text_batches, stream_batches, worker_stream
 from annofree.errors import UserError
-
-if TYPE_CHECKING:  # only the type: the data room must not import the methods room at run time
-    from annofree.methods.base import LoaderSpec
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ import numpy as np
 
 from annofree.data.image_folder import list_images
 from annofree.data.images import decode_image
-from annofree.data.shards import SHARD_SUFFIXES, TABLE_SUFFIXES, ShardWriter
+from annofree.data.layout import SHARD_SUFFIXES, TABLE_SUFFIXES
+from annofree.data.writer import ShardWriter
 from annofree.errors import UserError
 
 IMAGE_COLUMNS = ("url", "filepath", "image", "path", "file")  # img2dataset's, open_clip's, then common names

@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from annofree.data.folder import write_classes, write_segmentation_sample
-from annofree.data.shards import ShardWriter
+from annofree.data.writer import ShardWriter
 
 SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: anti-aliased edges, exact area
 

@@ -49,7 +49,8 @@ no such file exists here (:func:`find_config`; :func:`packaged_configs` lists th
 
 Paths inside configs (:data:`PATH_KEYS`: ``train.init_weights``, ``train.data``) are relative to the file
 that sets them, and those given as overrides to the working directory; :func:`load_config` returns them
-absolute, so a saved config works from anywhere.
+absolute, so a saved config works from anywhere; in ``train.data`` each local part of each source is made
+absolute, while URLs and ``pipe:`` commands (:mod:`annofree.data.sources`) stay as they are.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from typing import Any, Literal
 
 import yaml
 
+from annofree.data.sources import SOURCE_SEPARATOR, is_url, split_outside_braces
 from annofree.errors import UserError
 from annofree.sections import ConfigError, did_you_mean, parse_section, require, spec, unknown_key_error
 from annofree.weights import atomic_write
@@ -195,17 +197,6 @@ def find_config(path: str | Path) -> Path:
     raise UserError(f"{path}: config file not found (packaged configs: {', '.join(packaged_configs())})")
 
 
-def _split_patterns(data: str) -> list[str]:
-    """``a/{0..3}.tar,b`` -> ``["a/{0..3}.tar", "b"]``: commas inside braces belong to the pattern."""
-    parts, depth, start = [], 0, 0
-    for index, char in enumerate(data):
-        depth += (char == "{") - (char == "}")
-        if char == "," and depth == 0:
-            parts.append(data[start:index])
-            start = index + 1
-    return [*parts, data[start:]]
-
-
 def resolve_path_value(dotted: str, value: Any, base: Path) -> Any:
     """A path value of :data:`PATH_KEYS` made absolute against the folder ``base`` (other values as they are).
 
@@ -219,8 +210,14 @@ def resolve_path_value(dotted: str, value: Any, base: Path) -> Any:
         if value in REGISTRY and not (base / value).exists():
             return value
         return os.path.normpath(base / os.path.expanduser(value))
-    parts = [part.strip() for part in _split_patterns(value)]
-    return ",".join(os.path.normpath(base / os.path.expanduser(part)) if part else part for part in parts)
+
+    def absolute(part: str) -> str:  # URLs and pipe: commands stay as they are
+        return part if not part or is_url(part) else os.path.normpath(base / os.path.expanduser(part))
+
+    sources = split_outside_braces(value, SOURCE_SEPARATOR)
+    return SOURCE_SEPARATOR.join(
+        ",".join(absolute(part.strip()) for part in split_outside_braces(source, ",")) for source in sources
+    )
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:

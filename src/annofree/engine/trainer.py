@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from annofree.data.shards import derive_seed
+from annofree.data.sampling import derive_seed
 from annofree.engine import checkpoint, distributed
 from annofree.engine.checkpoint import Progress
 from annofree.engine.compiled import compile_forward

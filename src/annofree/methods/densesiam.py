@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from annofree.data.image_folder import image_batches
 from annofree.data.overlap import replay_crop, sample_overlap
-from annofree.data.shards import derive_seed
+from annofree.data.sampling import derive_seed
 from annofree.data.views import TwoViews, View, ViewConfig
 from annofree.losses.region import region_infonce
 from annofree.losses.siamese import aux_loss_weights, self_label_loss, symmetric_similarity_loss

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from annofree.data.captions import TEMPLATE_SETS, prompt_nouns
-from annofree.data.shards import derive_seed, image_text_batches
+from annofree.data.sampling import derive_seed
+from annofree.data.stream import image_text_batches
 from annofree.data.tokenizer import get_tokenizer
 from annofree.data.transforms import random_resized_crop
 from annofree.losses.contrastive import image_text_contrastive_loss

@@ -1,4 +1,5 @@
-"""GroupViT through the engine on real shards: a crash and --resume give the weights of a straight run."""
+"""GroupViT through the engine on real shards: a crash and --resume give the weights of a straight run; shards
+over HTTP train as the same shards on disk; a resampled weighted mixture resumes exactly."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from annofree.data.synth import SceneConfig, write_scenes
 from annofree.engine.trainer import train
 from annofree.methods.groupvit import GroupViTMethod
 from annofree.weights import read_weights
+from tests.data.test_sources import ShardServer
 
 from .test_groupvit import TINY_MODEL
 
@@ -50,3 +52,52 @@ def test_groupvit_resumes_exactly_from_shards_with_workers(tmp_path, monkeypatch
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert resumed.metrics["loss"] == straight.metrics["loss"]
+
+
+def test_groupvit_trains_the_same_weights_from_http_as_from_disk(tmp_path):
+    # 20 shards of 2 scenes, served from 127.0.0.1; bitwise the same weights as the shards read from disk.
+    summary = write_scenes(tmp_path / "data", train=40, val=0, cfg=SceneConfig(size=32), samples_per_shard=2,
+                           workers=1, progress=False)  # fmt: skip
+    run_config = config(steps=3)
+    run_config["train"]["num_workers"] = 0
+    server = ShardServer(tmp_path / "data" / "train")
+    try:
+        from_http = train(run_config, tmp_path / "http", data=f"{server.url}/{{000000..000019}}.tar")
+    finally:
+        server.close()
+    from_disk = train(run_config, tmp_path / "disk", data=summary.train_pattern)
+    assert summary.train_pattern.endswith("{000000..000019}.tar")
+    a, _, _ = read_weights(tmp_path / "disk")
+    b, _, _ = read_weights(tmp_path / "http")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert from_http.metrics["loss"] == from_disk.metrics["loss"]
+
+
+def test_a_resampled_weighted_mixture_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    sources = []
+    for name, seed in (("a", 0), ("b", 1)):
+        summary = write_scenes(tmp_path / name, train=20, val=0, cfg=SceneConfig(size=32), samples_per_shard=5,
+                               workers=1, progress=False, seed=seed)  # fmt: skip
+        sources.append(summary.train_pattern)
+    data = "::".join(sources)
+    run_config = config(steps=4)
+    run_config["data"].update(resampled=True, samples_per_epoch=24, source_weights=[1, 3])  # 3 batches of 8 an epoch
+    run_config["train"]["num_workers"] = 0  # (workers: tests/data/test_sampling.py)
+    straight = train(run_config, tmp_path / "straight", data=data)
+    assert straight.step == 4 and straight.epoch == 1
+
+    def crash(self, step, total):
+        if step == 3:  # the checkpoint of step 2 is mid-epoch
+            raise RuntimeError("simulated crash")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(GroupViTMethod, "on_step", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(run_config, tmp_path / "resumed", data=data)
+    train(run_config, tmp_path / "resumed", data=data, resume=True)
+    a, _, _ = read_weights(tmp_path / "straight")
+    b, _, _ = read_weights(tmp_path / "resumed")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

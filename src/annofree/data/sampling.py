@@ -95,11 +95,12 @@ def split_shards(
     ``consumers``. The shard order is shuffled per (seed, epoch), identically for every consumer.
 
     Only full-size shards are handed out whole (``sizes``, in bytes, tells which: at least
-    ``FULL_SHARD`` of the median; all when None), as many as divide evenly among the consumers; the rest,
-    such as a partial last shard, are shared, so that the consumers' parts stay about equal."""
+    ``FULL_SHARD`` of the median; all when None, as for remote shards, or when there is one consumer), as many
+    as divide evenly among the consumers; the rest, such as a partial last shard, are shared, so that the
+    consumers' parts stay about equal."""
     order = list(range(len(shards)))
     random.Random(derive_seed("shard-order", seed, epoch)).shuffle(order)
-    if sizes is None:
+    if sizes is None or consumers == 1:  # one consumer reads everything: nothing to balance
         full = order
     else:
         median = statistics.median(sizes)

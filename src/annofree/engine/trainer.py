@@ -240,7 +240,6 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
     if not cfg["method"]:
         raise UserError("the config names no method (set `method: NAME`)")
     method_cls = get_method(cfg["method"])
-    check_method_config(cfg, method_cls)  # every section, before any work
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the run (it is created if missing)")
@@ -248,6 +247,7 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
         cfg["train"]["data"] = resolve_path_value("train.data", data, Path.cwd())
     elif resume and not cfg["train"]["data"]:
         cfg["train"]["data"] = _saved_data(out_dir)
+    check_method_config(cfg, method_cls)  # every section (the data's too), before any work
     if not resume:
         _check_data(cfg)  # (a resume says first whether the run itself fits)
     if resume and not checkpoint.has_state(out_dir):

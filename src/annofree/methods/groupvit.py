@@ -12,7 +12,9 @@ Config sections used here (see configs/groupvit/*.yaml):
     model:  GroupViTConfig as a nested dict (image, text, embed_dim, proj_hidden_dim, ...), plus
             grad_checkpointing (a training switch, not part of the model: kept out of its config)
     data:   image_size, crop_scale, crop_ratio, flip, num_prompts, templates (full | subset | simple), shuffle_buffer,
-            stop_nouns (nouns never used as prompts)
+            stop_nouns (nouns never used as prompts); resampled, samples_per_epoch, source_weights (shards drawn
+            with replacement, epochs of samples_per_epoch samples, '::'-separated sources mixed by weight:
+            annofree.data.sampling)
     loss:   multi_label_weight, same_text_positive, multi_label_form (softmax | sigmoid), patch_token_weight
 
 ``loss.multi_label_form: sigmoid`` swaps the paper's softmax multi-label loss for the pairwise sigmoid form
@@ -35,7 +37,8 @@ import numpy as np
 import torch
 
 from annofree.data.captions import TEMPLATE_SETS, prompt_nouns
-from annofree.data.sampling import derive_seed
+from annofree.data.sampling import ShardSampling, derive_seed
+from annofree.data.sources import SOURCE_SEPARATOR, split_outside_braces
 from annofree.data.stream import image_text_batches
 from annofree.data.tokenizer import get_tokenizer
 from annofree.data.transforms import random_resized_crop
@@ -101,6 +104,11 @@ class DataSection:
     templates: str = "full"
     shuffle_buffer: int = spec(1000, ge=0)
     stop_nouns: tuple[str, ...] | None = None  # lowercase singular nouns, as extracted, never used as prompts
+    # Shards drawn with replacement, forever (annofree.data.sampling); an epoch is then samples_per_epoch samples
+    # over all ranks (required with resampled: logging, and where a resume re-reads from).
+    resampled: bool = False
+    samples_per_epoch: int | None = spec(None, gt=0)
+    source_weights: tuple[float, ...] | None = spec(None, gt=0)  # one per '::'-separated source of the data
 
     def __post_init__(self):
         require(self.crop_scale[0] <= self.crop_scale[1], "crop_scale", "[low, high] with low <= high",
@@ -110,6 +118,28 @@ class DataSection:
         require(self.templates in TEMPLATE_SETS, "templates", " | ".join(TEMPLATE_SETS), self.templates)
         words = self.stop_nouns or ()
         require(all(word.strip() for word in words), "stop_nouns", "a list of words", list(words))
+        require(
+            not self.resampled or self.samples_per_epoch is not None,
+            "samples_per_epoch",
+            "set with resampled: true (the samples of an epoch, over all ranks)",
+            self.samples_per_epoch,
+        )
+        require(
+            self.resampled or self.samples_per_epoch is None,
+            "samples_per_epoch",
+            "null unless resampled: true (an epoch otherwise reads every shard once)",
+            self.samples_per_epoch,
+        )
+        require(
+            self.resampled or self.source_weights is None,
+            "source_weights",
+            "null unless resampled: true (an epoch otherwise reads every shard once)",
+            self.source_weights,
+        )
+
+    @property
+    def sampling(self) -> ShardSampling:
+        return ShardSampling(self.resampled, self.source_weights, self.samples_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -168,6 +198,12 @@ class GroupViTMethod(Method):
         model_keys, training = split_model_section(config.get("model"))
         model = GroupViTConfig.from_dict(model_keys)
         data = parse_section(DataSection, config.get("data"), "data")
+        train_data = (config.get("train") or {}).get("data")
+        if data.source_weights is not None and isinstance(train_data, str) and train_data.strip():
+            sources = len(split_outside_braces(train_data, SOURCE_SEPARATOR))
+            require(len(data.source_weights) == sources, "data.source_weights",
+                    f"one weight per '{SOURCE_SEPARATOR}'-separated source of train.data ({sources})",
+                    list(data.source_weights))  # fmt: skip
         loss = parse_section(LossSection, config.get("loss"), "loss")
         if (loss.multi_label_weight or loss.patch_token_weight) and data.num_prompts < 1:
             raise ConfigError("data.num_prompts", "must be >= 1 when loss.multi_label_weight or "
@@ -194,6 +230,7 @@ class GroupViTMethod(Method):
             stop_nouns=frozenset(word.strip().lower() for word in data.stop_nouns or ()),
         )
         self.shuffle_buffer = data.shuffle_buffer
+        self.sampling = data.sampling
         self._carried_skips = 0
         self.multi_label_weight = loss.multi_label_weight
         self.same_text_positive = loss.same_text_positive
@@ -204,7 +241,7 @@ class GroupViTMethod(Method):
 
     def train_batches(self, spec: LoaderSpec):
         sample_fn = functools.partial(make_sample, self.sample_options)
-        for batch in image_text_batches(spec, sample_fn, collate, self.shuffle_buffer):
+        for batch in image_text_batches(spec, sample_fn, collate, self.shuffle_buffer, sampling=self.sampling):
             if batch.data is None:  # drops after the epoch's last batch: report them with the next batch
                 self._carried_skips += batch.skipped
                 continue

@@ -127,7 +127,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one configuration for 1 + steps + 1 steps, measuring steps 1..steps; the figures as a dict."""
     from annofree.engine.config import load_config
     from annofree.engine.trainer import train
-    from annofree.methods.base import get_method
+    from annofree.methods import get_method
 
     k, batch, steps = spec["k"], spec["batch"], spec["steps"]
     overrides = [

@@ -18,7 +18,7 @@ import yaml
 from annofree.cli import main
 from annofree.engine.checkpoint import CONFIG_NAME, STATE_FORMAT, STATE_NAME
 from annofree.engine.config import check_method_config, load_config, resolve_engine_config, save_config
-from annofree.methods.base import get_method
+from annofree.methods import get_method
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGED = REPO / "src" / "annofree" / "configs"

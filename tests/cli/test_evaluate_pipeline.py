@@ -6,7 +6,7 @@ import json
 import pytest
 
 from annofree import cli
-from annofree.cli.segment import add_image_pipeline_options, add_inference_options, segmenter_options
+from annofree.cli.common import add_image_pipeline_options, add_inference_options, segmenter_options
 from annofree.errors import UserError
 from tests.tiny import save_tiny_groupvit, write_noise_folder
 

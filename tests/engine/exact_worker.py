@@ -22,7 +22,7 @@ import torch
 from annofree.engine import distributed
 from annofree.engine.config import resolve_engine_config
 from annofree.engine.trainer import _Run
-from annofree.methods.base import get_method
+from annofree.methods import get_method
 from annofree.methods.groupvit import make_sample
 
 MICRO_BATCHES, BATCH = 4, 8  # global micro-batches of one step, samples in each

@@ -153,7 +153,7 @@ def test_engine_sections_are_validated() -> None:
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_recipe_builds_its_method(path):
-    from annofree.methods.base import get_method
+    from annofree.methods import get_method
 
     config = load_config(path)
     method = get_method(config["method"])(config)
@@ -171,7 +171,7 @@ def test_a_path_is_relative_to_the_file_whose_value_wins(tmp_path):
 
 def test_unknown_top_level_sections_are_refused_with_a_hint() -> None:
     from annofree.engine.config import check_method_config
-    from annofree.methods.base import get_method
+    from annofree.methods import get_method
 
     groupvit = get_method("groupvit")
     with pytest.raises(UserError, match=r"^unknown config section trian \(did you mean train\?\)$"):
@@ -183,7 +183,7 @@ def test_unknown_top_level_sections_are_refused_with_a_hint() -> None:
 
 def test_resume_refuses_another_method_or_model_in_one_line() -> None:
     from annofree.engine.config import check_resume
-    from annofree.methods.base import get_method
+    from annofree.methods import get_method
 
     model_of = get_method("groupvit").model_section
     saved = {"method": "groupvit", "model": {"image": {"embed_dim": 128, "num_heads": [4, 4, 4]}}}

@@ -23,7 +23,7 @@ from annofree.engine.config import resolve_engine_config
 from annofree.engine.logging import read_log
 from annofree.engine.trainer import _Run, _Window, objective, train
 from annofree.errors import UserError
-from annofree.methods.base import get_method
+from annofree.methods import get_method
 from annofree.methods.groupvit import GroupViTMethod
 from annofree.weights import read_weights
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from annofree.data.shards import ShardWriter
-from annofree.methods.base import LoaderSpec, get_method
+from annofree.methods import LoaderSpec, get_method
 from annofree.methods.groupvit import NO_IDENTITY, SampleOptions, assignment_entropy, group_usage, make_sample
 
 TINY_MODEL = {

@@ -9,7 +9,7 @@ import torch
 
 from annofree.engine.config import check_resume
 from annofree.errors import UserError
-from annofree.methods.base import get_method
+from annofree.methods import get_method
 from annofree.methods.groupvit import collate, make_sample
 from annofree.models.grouping import GroupingBlock
 from annofree.models.layers import Block

@@ -14,7 +14,7 @@ import signal
 import sys
 import tempfile
 
-from annofree.cli.segment import add_inference_options
+from annofree.cli.common import add_inference_options
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from annofree.app import Limits, SegmentApp, serve, write_examples
-    from annofree.cli.segment import COMMAND_LINE, is_densesiam, load_model, resolve_device, segmenter_options
+    from annofree.cli.common import COMMAND_LINE, is_densesiam, load_model, resolve_device, segmenter_options
     from annofree.errors import UserError
 
     if not 1 <= args.port <= 65535:

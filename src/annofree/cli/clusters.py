@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from annofree.cli.segment import ImageFile, check_short_side, make_out_dir, process_images
+from annofree.cli.common import ImageFile, check_short_side, format_table, make_out_dir, process_images, write_json
 from annofree.errors import UserError
 
 MAX_CLUSTERS = 256  # ids 0..255 fit in the uint8 PNG
@@ -77,7 +77,6 @@ def evaluate_clusters(args: argparse.Namespace, model, out: Path | None) -> int:
     A benchmark gets the unsupervised protocol (short side 320, centre crop 320; ``--short-side`` and ``--crop``
     override, 0 turns either off); the generic folder is read as it is unless ``--short-side`` is given.
     """
-    from annofree.cli.evaluate import format_table, write_json
     from annofree.data.benchmarks.registry import open_dataset
     from annofree.evaluation.clusters import evaluate_cluster_dataset, read_groups
     from annofree.evaluation.reports import PredictionWriter

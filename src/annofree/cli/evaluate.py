@@ -22,20 +22,21 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from annofree.cli import hold_out_dir
-from annofree.cli.segment import (
+from annofree.cli.common import (
     COMMAND_LINE,
     add_image_pipeline_options,
     add_inference_options,
     check_groupvit,
     check_weights_or_onnx,
+    format_table,
     is_densesiam,
     load_model,
     load_onnx,
     resolve_device,
     segmenter_options,
+    write_json,
     zero_shot_settings,
 )
 from annofree.errors import UserError
@@ -85,38 +86,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--class-names", default=None, help="imagenet: class names, one a line (line i = id i)")
     parser.add_argument("--val-list", default=None, help="imagenet: lines 'relative/path CLASS_ID' under --root")
     return parser
-
-
-def _percent(value: float | None) -> str:
-    return "   n/a" if value is None else f"{100 * value:6.2f}"
-
-
-def format_table(results: dict[str, Any]) -> str:
-    """A short text table: per-class IoU, then mIoU and accuracies (in percent)."""
-    width = max([len("pixel accuracy"), *(len(name) for name in results["per_class_iou"])])
-    lines = [f"{'class':<{width}}  IoU %"]
-    lines += [f"{name:<{width}}  {_percent(iou)}" for name, iou in results["per_class_iou"].items()]
-    lines.append("-" * (width + 8))
-    lines.append(f"{'mIoU':<{width}}  {_percent(results['miou'])}")
-    lines.append(f"{'pixel accuracy':<{width}}  {_percent(results['pixel_accuracy'])}")
-    lines.append(f"{'mean accuracy':<{width}}  {_percent(results['mean_accuracy'])}")
-    lines.append(f"({results['num_images']} images, {results['num_pixels']} labelled pixels)")
-    objects = results.get("without_background")
-    if objects:
-        lines.append(
-            f"without background: mIoU {_percent(objects['miou']).strip()} %, "
-            f"pixel accuracy {_percent(objects['pixel_accuracy']).strip()} %"
-        )
-    if results.get("skipped"):
-        lines.append(f"({results['skipped']} unreadable samples skipped)")
-    return "\n".join(lines)
-
-
-def write_json(out: Path, record: dict[str, Any]) -> None:
-    """``out`` as JSON and ``out`` with ``.md`` as a Markdown report."""
-    from annofree.evaluation.reports import write_report
-
-    write_report(out, record, title=f"Evaluation of {record.get('weights', 'a model')}")
 
 
 def _check_args(args: argparse.Namespace) -> Path | None:

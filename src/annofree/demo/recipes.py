@@ -21,7 +21,7 @@ from annofree.engine.config import check_method_config, load_config, resolve_eng
 from annofree.engine.logging import read_log
 from annofree.engine.trainer import TrainResult, train
 from annofree.errors import UserError
-from annofree.methods.base import get_method
+from annofree.methods import get_method
 
 METHODS = ("groupvit", "densesiam")
 

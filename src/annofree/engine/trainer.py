@@ -60,7 +60,8 @@ from annofree.engine.logging import RunLogger
 from annofree.engine.optim import build_optimizer, build_schedule
 from annofree.errors import UserError
 from annofree.folders import FolderLock, open_out_dir
-from annofree.methods.base import Embedded, LoaderSpec, Method, get_method
+from annofree.methods import get_method
+from annofree.methods.base import Embedded, LoaderSpec, Method
 from annofree.precision import AUTOCAST_DTYPES, describe, resolve_precision
 from annofree.weights import WEIGHTS_NAME, load_into
 

@@ -131,14 +131,3 @@ def register(cls: type[Method]) -> type[Method]:
         raise ValueError(f"{cls.__name__} has no name")
     _REGISTRY[cls.name] = cls
     return cls
-
-
-def get_method(name: str) -> type[Method]:
-    # Import lazily so that the registry fills with the built-in methods.
-    from annofree import methods  # noqa: F401
-
-    if name not in _REGISTRY:
-        from annofree.errors import UserError
-
-        raise UserError(f"unknown method {name!r} (known: {', '.join(sorted(_REGISTRY)) or 'none'})")
-    return _REGISTRY[name]

@@ -39,16 +39,14 @@ from annofree.data.benchmarks.voc import VOC_CLASSES
 from annofree.data.captions import TEMPLATE_SETS
 from annofree.data.tokenizer import tokenize
 from annofree.evaluation.protocols import zero_shot_protocol
+from annofree.inference.pixels import PATCH_RULES, resize_short_side, to_pixel_batch
 from annofree.inference.resize import rescaled_size
 from annofree.inference.zero_shot import (
-    PATCH_RULES,
     ZeroShotSegmenter,
     class_embeddings,
     group_class_affinity,
     group_maps,
     pixel_logits,
-    resize_short_side,
-    to_pixel_batch,
 )
 from annofree.models import GroupViT, GroupViTConfig, ImageEncoderConfig, TextEncoderConfig
 
@@ -106,7 +104,7 @@ def segmenter(model: GroupViT, **options) -> ZeroShotSegmenter:
 
 def opencv_reference(model: GroupViT, image: np.ndarray, mode: str) -> np.ndarray:
     """The official preprocessing with OpenCV itself, then the segmenter at that size; labels at the input size."""
-    height, width = rescaled_size(*image.shape[:2], VOC.short_side, VOC.max_long_side)
+    height, width = rescaled_size(*image.shape[:2], VOC.settings.short_side, VOC.settings.max_long_side)
     resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     logits = segmenter(model, mode=mode, short_side=None).logits(resized)[0]
     scores = F.interpolate(logits[None], size=image.shape[:2], mode="bilinear", align_corners=False)[0]
@@ -145,11 +143,11 @@ def resize_agreement(model: GroupViT) -> None:
         before = segmenter(model, mode=mode, resize="antialias").segment(image).label_map
         after = segmenter(model, mode=mode, resize="official").segment(image).label_map
         size = image.shape[:2]
-        height, width = rescaled_size(*size, VOC.short_side, VOC.max_long_side)
+        height, width = rescaled_size(*size, VOC.settings.short_side, VOC.settings.max_long_side)
         opencv = to_pixel_batch(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR))
         group_reference = stage1_groups(model, opencv, size)
         groups_before, groups_after = (
-            stage1_groups(model, resize_short_side(to_pixel_batch(image), VOC.short_side, None, method), size)
+            stage1_groups(model, resize_short_side(to_pixel_batch(image), VOC.settings.short_side, None, method), size)
             for method in ("antialias", "official")
         )
         print(
@@ -173,7 +171,7 @@ def official_whole_image(model: GroupViT, image: np.ndarray) -> np.ndarray:
         out = model.encode_groups(pixels[..., : height // patch * patch, : width // patch * patch])
         maps = out.grouping.transpose(1, 2).reshape(1, -1, *out.grid)
         group_index = F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False).argmax(dim=1)
-        affinity = group_class_affinity(out.group_embeds, out.image_embeds, text, model.scale(), topk=VOC.topk)
+        affinity = group_class_affinity(out.group_embeds, out.image_embeds, text, model.scale(), topk=VOC.settings.topk)
         return pixel_logits(group_index, affinity, None)[0].argmax(dim=0).numpy()
 
 

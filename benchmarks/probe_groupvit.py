@@ -27,10 +27,11 @@ import torch
 from scipy.stats import rankdata
 
 from annofree.data.folder import SegmentationFolder
+from annofree.data.images import to_pixel_batch
 from annofree.evaluation.folder import evaluate_folder
 from annofree.evaluation.groups import majority_labels, segment_names
 from annofree.evaluation.metrics import ConfusionMatrix
-from annofree.inference.zero_shot import class_embeddings, group_maps, to_pixel_batch
+from annofree.inference.zero_shot import class_embeddings, group_maps
 from annofree.weights import load
 
 

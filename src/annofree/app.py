@@ -38,10 +38,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from annofree.errors import UserError
+from annofree.inference.settings import GIVEN_SOURCE
 
 # Opened formats: common raster images only (Pillow would also hand EPS to Ghostscript, for instance).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+HOST, PORT = "127.0.0.1", 7860  # where serve() listens unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ class SegmentApp:
     """The app's work in plain Python: one call per request, never raising.
 
     Args:
-        model: a GroupViT (zero-shot, class names needed) or a DenseSiam (clusters).
+        model: any model with a segmenter (:mod:`annofree.inference.segmenters`): a GroupViT (zero-shot, class
+            names needed) or a DenseSiam (clusters).
         limits: what one request may ask (:class:`Limits`).
         short_side: the shorter side the model sees (0: keep). ``None``: for GroupViT the weights' stored
             settings, else the segmenter's default; 320 for DenseSiam.
@@ -210,9 +213,10 @@ class SegmentApp:
         display_side: the pictures sent back are at most this many pixels on their longer side (shares are
             counted at the image's own size); small images are enlarged by an integer factor towards 320.
         settings_source: how the settings line (:meth:`notes`) names the options given here.
-        **options: the zero-shot segmenter's settings (GroupViT: ``bg_thresh``, ``bg_rule``, ``mode``, ``flip``...;
-            :class:`annofree.inference.settings.ZeroShotSettings`), each given one over the weights' stored
-            settings (``model.inference_settings``) over the defaults. The page's mode and threshold start there.
+        **options: the segmenter's settings (:class:`annofree.inference.settings.ZeroShotSettings`: GroupViT reads
+            ``bg_thresh``, ``bg_rule``, ``mode``, ``flip``..., DenseSiam ``short_side`` only), each given one over
+            the weights' stored settings (``model.inference_settings``) over the defaults. The page's mode and
+            threshold start there (``self.settings``).
     """
 
     def __init__(
@@ -224,62 +228,42 @@ class SegmentApp:
         template: str | Sequence[str] | None = None,
         display_side: int = 1024,
         title: str = "",
-        settings_source: str = "the arguments",
+        settings_source: str = GIVEN_SOURCE,
         **options: Any,
     ):
-        from annofree.inference.clusters import DENSESIAM_SHORT_SIDE
-        from annofree.models.densesiam import DenseSiam
+        from annofree.inference.segmenters import build_segmenter, segmenter_kind
+        from annofree.inference.settings import resolve_settings
 
         self.model = model
-        self.kind = "densesiam" if isinstance(model, DenseSiam) else "groupvit"
+        self.segmenter_kind = segmenter_kind(model)
+        self.kind = self.segmenter_kind.name
         self.limits = limits or Limits()
         self.template = template
         self.display_side = int(display_side)
         self.title = title
         self._segmenters: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()  # one request at a time uses the model
-        from annofree.inference.settings import resolve_settings
-
-        if self.kind == "densesiam":
-            from annofree.inference.clusters import ClusterSegmenter
-
-            self.settings, self.sources = resolve_settings()  # unused: the page hides the zero-shot controls
-            self.short_side = (DENSESIAM_SHORT_SIDE if short_side is None else int(short_side)) or None
-            self._clusters = ClusterSegmenter(model, short_side=self.short_side)
-            return
         if short_side is not None:
             options["short_side"] = int(short_side) or None
+        if not self.segmenter_kind.named_classes:  # one segmenter for every request: its labels are its own
+            self.settings, self.sources = resolve_settings()  # unused: the page hides the zero-shot controls
+            self._segmenters[()] = build_segmenter(model, source=settings_source, **options)
+            self.short_side = self._segmenters[()].short_side
+            return
         # Checked here, before serving, not at the first request.
         stored = getattr(model, "inference_settings", None)
         self.settings, self.sources = resolve_settings(stored, options, given_source=settings_source)
         self.short_side = self.settings.short_side
 
-    @property
-    def bg_thresh(self) -> float:
-        return self.settings.bg_thresh
-
-    @property
-    def bg_rule(self) -> str:
-        return self.settings.bg_rule
-
-    @property
-    def mode(self) -> str:
-        return self.settings.mode
-
-    @property
-    def flip(self) -> bool:
-        return self.settings.flip
-
     def notes(self) -> list[str]:
         """What the page and the server's start say about the settings: the zero-shot settings the page starts
-        from and where each came from, and a warning when the weights learned from synthetic scenes only."""
-        from annofree.inference.settings import SYNTHETIC_NOTE, describe_settings
+        from and where each came from, and a warning when the weights learned from synthetic scenes only (for
+        clusters: their short side)."""
+        from annofree.inference.settings import settings_notes
 
-        if self.kind == "densesiam":
-            return [f"DenseSiam clusters at short side {self.short_side or 'kept'}"]
-        stored = getattr(self.model, "inference_settings", None)
-        synthetic = [f"note: {SYNTHETIC_NOTE}"] if stored is not None and stored.synthetic else []
-        return [describe_settings(self.settings, self.sources), *synthetic]
+        if not self.segmenter_kind.named_classes:
+            return self._segmenters[()].notes()
+        return settings_notes(self.settings, self.sources, getattr(self.model, "inference_settings", None))
 
     def segment(
         self,
@@ -294,10 +278,7 @@ class SegmentApp:
             if image is None or not str(image):
                 raise UserError("upload an image or pick an example first")
             with self._lock:
-                if self.kind == "densesiam":
-                    result = self._clusters_of(image, classes)
-                else:
-                    result = self._zero_shot(image, classes, mode or self.mode, bg_thresh)
+                result = self._segment(image, classes, mode or self.settings.mode, bg_thresh)
         except UserError as exc:
             return AppResult(False, f"Refused: {exc}")
         except Exception as exc:  # out of memory, a bug: reported, and the server goes on
@@ -307,64 +288,51 @@ class SegmentApp:
         return result
 
     def _segmenter(self, names: tuple[str, ...], mode: str, bg_thresh: float):
-        from annofree.inference.zero_shot import ZeroShotSegmenter
+        """The segmenter for these class names, mode and threshold (the last 8 kept: their class embeddings)."""
+        from annofree.inference.segmenters import build_segmenter
 
-        key = (names, mode, bg_thresh)
+        key = (names, mode, bg_thresh) if names else ()
         if key not in self._segmenters:
             settings = replace(self.settings, mode=mode, bg_thresh=bg_thresh)
-            self._segmenters[key] = ZeroShotSegmenter(self.model, list(names), settings, template=self.template)
+            self._segmenters[key] = build_segmenter(self.model, list(names), settings, template=self.template)
             while len(self._segmenters) > 8:
                 self._segmenters.popitem(last=False)
         self._segmenters.move_to_end(key)
         return self._segmenters[key]
 
-    def _zero_shot(self, path: str | Path, classes: str | None, mode: str, bg_thresh: float | None) -> AppResult:
-        from annofree.inference.zero_shot import check_background
+    def _segment(self, path: str | Path, classes: str | None, mode: str, bg_thresh: float | None) -> AppResult:
+        from annofree.inference.settings import MODES, check_background
         from annofree.viz import grouping_stages, groups_panel, label_colors, overlay
 
-        if mode not in ("whole", "slide"):
-            raise UserError(f"unknown mode {mode!r} (whole or slide)")
-        bg = self.bg_thresh if bg_thresh is None else float(bg_thresh)
-        check_background(self.bg_rule, bg)
-        names = parse_class_text(classes, self.limits)
+        named = self.segmenter_kind.named_classes
+        names: tuple[str, ...] = ()
+        bg = self.settings.bg_thresh if bg_thresh is None else float(bg_thresh)
+        if named:
+            if mode not in MODES:
+                raise UserError(f"unknown mode {mode!r} (whole or slide)")
+            check_background(self.settings.bg_rule, bg)
+            names = tuple(parse_class_text(classes, self.limits))
         image = read_upload(path, self.limits, self.short_side)
-        result = self._segmenter(tuple(names), mode, bg).segment(image)
+        result = self._segmenter(names, mode, bg).segment(image)
         small, labels = _display(image, result.label_map, self.display_side)
         colors = label_colors(result.class_names)
         shares = [(n, s, tuple(int(c) for c in colors[i])) for i, (n, s) in enumerate(result.fractions().items())]
-        maps, counts = grouping_stages(self.model, image, self.short_side, size=labels.shape)
+        groups = None
+        if self.segmenter_kind.grouping_stages:
+            maps, counts = grouping_stages(self.model, image, self.short_side, size=labels.shape)
+            groups = groups_panel(small, maps, counts)
         height, width = image.shape[:2]
-        found = ", ".join(f"{n} {100 * s:.1f}%" for n, s, _ in shares[1:] if s > 0) or "only background"
-        how = "whole image" if mode == "whole" else "sliding window"
-        return AppResult(
-            True,
-            f"{width}x{height} px, {how}, background threshold {bg:.2f}: {found}",
-            overlay=overlay(small, labels, result.class_names, legend=False),
-            groups=groups_panel(small, maps, counts),
-            shares=shares,
-        )
-
-    def _clusters_of(self, path: str | Path, classes: str | None) -> AppResult:
-        from annofree.inference.clusters import cluster_fractions, cluster_names
-        from annofree.viz import label_colors, overlay
-
-        image = read_upload(path, self.limits, self.short_side)
-        clusters = self._clusters.segment(image)
-        count = self._clusters.num_clusters
-        small, labels = _display(image, clusters, self.display_side)
-        names = cluster_names(count)
-        colors = label_colors(names)
-        fractions = cluster_fractions(clusters, count)
-        shares = [(names[i], float(fractions[i]), tuple(int(c) for c in colors[i])) for i in range(count)]
-        height, width = image.shape[:2]
-        note = "; class names are not used: DenseSiam's clusters have no names" if (classes or "").strip() else ""
-        used = int((fractions > 0).sum())
-        return AppResult(
-            True,
-            f"{width}x{height} px: {used} of {count} clusters{note}",
-            overlay=overlay(small, labels, names, legend=False),
-            shares=shares,
-        )
+        if named:
+            found = ", ".join(f"{n} {100 * s:.1f}%" for n, s, _ in shares[1:] if s > 0) or "only background"
+            how = "whole image" if mode == "whole" else "sliding window"
+            message = f"{width}x{height} px, {how}, background threshold {bg:.2f}: {found}"
+        else:
+            unused = f"; class names are not used: {self.segmenter_kind.title}'s clusters have no names"
+            note = unused if (classes or "").strip() else ""
+            used = sum(1 for _, share, _ in shares if share > 0)
+            message = f"{width}x{height} px: {used} of {len(shares)} clusters{note}"
+        overlay_image = overlay(small, labels, result.class_names, legend=False)
+        return AppResult(True, message, overlay=overlay_image, groups=groups, shares=shares)
 
 
 # ----------------------------------------------------------------------------- example images
@@ -450,12 +418,13 @@ def build_blocks(app: SegmentApp, examples: Sequence[tuple[str | Path, str]] = (
     """The Gradio page over ``app`` (not launched). Elements carry ids for tests and styling."""
     gr = _gradio()
 
-    groupvit = app.kind == "groupvit"
+    kind = app.segmenter_kind
+    groupvit = kind.named_classes  # class names, mode and threshold on the page (GroupViT)
     limits = app.limits
     # Uploads and drawn results are kept an hour in gradio's cache, then deleted (a long-running server stays small).
     with gr.Blocks(title="annofree", analytics_enabled=False, delete_cache=(3600, 3600)) as blocks:
         gr.Markdown(
-            f"## annofree: {'zero-shot segmentation (GroupViT)' if groupvit else 'unsupervised clusters (DenseSiam)'}"
+            f"## annofree: {'zero-shot segmentation' if groupvit else 'unsupervised clusters'} ({kind.title})"
             + (f"\n`{app.title}`" if app.title else "")
         )
         gr.Markdown("\n\n".join(f"`{note}`" for note in app.notes()), elem_id="notes")  # code: no markup
@@ -473,18 +442,19 @@ def build_blocks(app: SegmentApp, examples: Sequence[tuple[str | Path, str]] = (
                 )
                 mode = gr.Radio(
                     [("whole image", "whole"), ("sliding window", "slide")],
-                    value=app.mode,
+                    value=app.settings.mode,
                     label="inference",
                     elem_id="mode",
                     visible=groupvit,
                 )
-                low = -1.0 if app.bg_rule == "similarity" else 0.0  # a cosine, or an affinity
-                bg = gr.Slider(low, 1.0, value=app.bg_thresh, step=0.01, label=f"background threshold ({app.bg_rule})",
-                               elem_id="bg", visible=groupvit)  # fmt: skip
+                rule = app.settings.bg_rule
+                low = -1.0 if rule == "similarity" else 0.0  # a cosine, or an affinity
+                bg = gr.Slider(low, 1.0, value=app.settings.bg_thresh, step=0.01, elem_id="bg", visible=groupvit,
+                               label=f"background threshold ({rule})")  # fmt: skip
                 button = gr.Button("Segment", variant="primary", elem_id="run")
                 gr.Markdown(
                     f"Files up to {_megabytes(limits.max_upload_bytes)} and {_megapixels(limits.max_pixels)}."
-                    + ("" if groupvit else " DenseSiam needs no class names: it shows its clusters.")
+                    + ("" if groupvit else f" {kind.title} needs no class names: it shows its clusters.")
                 )
                 if examples:
                     gr.Examples(
@@ -498,7 +468,7 @@ def build_blocks(app: SegmentApp, examples: Sequence[tuple[str | Path, str]] = (
                     overlay = gr.Image(label="segmentation", show_label=False, type="pil", format="png",
                                        interactive=False, elem_id="overlay", scale=4)  # fmt: skip
                     legend = gr.HTML(elem_id="legend", min_width=160, scale=1)
-        with gr.Column(visible=groupvit):
+        with gr.Column(visible=kind.grouping_stages):
             gr.Markdown("#### Groups of each grouping stage (colours: groups; one pass over the whole image)")
             groups = gr.Image(label="groups of each grouping stage", show_label=False, type="pil", format="png",
                               interactive=False, elem_id="groups")  # fmt: skip
@@ -513,8 +483,8 @@ def build_blocks(app: SegmentApp, examples: Sequence[tuple[str | Path, str]] = (
 
 def serve(
     app: SegmentApp,
-    host: str = "127.0.0.1",
-    port: int = 7860,
+    host: str = HOST,
+    port: int = PORT,
     examples: Sequence[tuple[str | Path, str]] = (),
     block: bool = True,
     quiet: bool = False,

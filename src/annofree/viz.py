@@ -198,7 +198,7 @@ def stage_group_maps(soft_assignments: Sequence[Any], grid: tuple[int, int], siz
     """
     import torch
 
-    from annofree.inference.zero_shot import upsample_argmax
+    from annofree.inference.pixels import upsample_argmax
 
     maps: list[np.ndarray] = []
     chained = None
@@ -226,7 +226,7 @@ def grouping_stages(
     """
     import torch
 
-    from annofree.inference.zero_shot import (
+    from annofree.inference.pixels import (
         eval_mode,
         fit_to_patches,
         input_device_dtype,

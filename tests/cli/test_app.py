@@ -28,7 +28,12 @@ def test_app_listens_on_loopback_with_default_limits(tmp_path, served, capsys):
     (call,) = served
     assert call["host"] == "127.0.0.1" and call["port"] == 7860 and call["block"]
     app = call["app"]
-    assert app.kind == "groupvit" and app.short_side == 448 and app.bg_thresh == 0.95 and app.mode == "whole"
+    assert (
+        app.kind == "groupvit"
+        and app.short_side == 448
+        and app.settings.bg_thresh == 0.95
+        and app.settings.mode == "whole"
+    )
     assert app.limits.max_upload_bytes == 20 * 2**20 and app.limits.max_pixels == 25_000_000
     assert app.limits.max_classes == 50
     names = {path.stem for path, _ in call["examples"]}
@@ -47,8 +52,9 @@ def test_app_options_reach_the_app(tmp_path, served):
     app = call["app"]
     assert (call["host"], call["port"], call["examples"]) == ("0.0.0.0", 8000, [])
     assert app.limits.max_upload_bytes == 2 * 2**20 and app.limits.max_pixels == 1_000_000
-    assert app.limits.max_classes == 7 and app.bg_thresh == 0.4 and app.mode == "slide" and app.short_side is None
-    assert app.bg_rule == "similarity" and app.flip
+    assert app.limits.max_classes == 7 and app.settings.bg_thresh == 0.4 and app.settings.mode == "slide"
+    assert app.short_side is None
+    assert app.settings.bg_rule == "similarity" and app.settings.flip
 
 
 def test_densesiam_weights_default_to_short_side_320(tmp_path, served):
@@ -114,7 +120,8 @@ def test_the_app_starts_from_the_weights_settings_and_says_so(tmp_path, served, 
     write_stored_settings(weights, {"bg_rule": "similarity", "bg_thresh": 0.2, "short_side": 24}, synthetic=True)
     assert cli.main(["app", "--weights", str(weights), "--no-examples", "--mode", "slide"]) == 0
     app = served[0]["app"]
-    assert (app.bg_rule, app.bg_thresh, app.short_side, app.mode) == ("similarity", 0.2, 24, "slide")
+    settings = app.settings
+    assert (settings.bg_rule, settings.bg_thresh, app.short_side, settings.mode) == ("similarity", 0.2, 24, "slide")
     err = capsys.readouterr().err
     assert f"from {tmp_path / 'run' / 'inference.json'}: bg_thresh=0.2 bg_rule=similarity short_side=24" in err
     assert "from the command line: mode=slide" in err and "trained on synthetic scenes only" in err

@@ -83,7 +83,7 @@ def test_the_table_prompts_the_official_class_names_with_the_official_thresholds
     for name in names:
         protocol = ZERO_SHOT_PROTOCOLS[name]
         assert tuple(protocol.queries(classes)) == official
-        assert protocol.bg_thresh == OFFICIAL_BG_THRESH[name]
+        assert protocol.settings.bg_thresh == OFFICIAL_BG_THRESH[name]
         assert protocol.prompt_templates() == ["a photo of a {}."]  # evaluate.seg.template: simple
 
 
@@ -91,10 +91,11 @@ def test_every_benchmark_protocol_is_the_official_image_pipeline():
     for name, protocol in ZERO_SHOT_PROTOCOLS.items():
         assert protocol.name == name
         # img_scale=(2048, 448), keep_ratio, OpenCV bilinear; slide crop 448 stride 224; patch conv remainder.
-        assert (protocol.short_side, protocol.max_long_side, protocol.resize) == (448, 2048, "official")
-        assert protocol.patch_remainder == "drop" and protocol.templates == "simple"
-        assert (protocol.window, protocol.stride, protocol.topk, protocol.flip) == (448, 224, 5, False)
-        assert protocol.mode == ("whole" if name == "folder" else "slide")
+        settings = protocol.settings
+        assert (settings.short_side, settings.max_long_side, settings.resize) == (448, 2048, "official")
+        assert settings.patch_remainder == "drop" and protocol.templates == "simple"
+        assert (settings.window, settings.stride, settings.topk, settings.flip) == (448, 224, 5, False)
+        assert settings.mode == ("whole" if name == "folder" else "slide")
     assert set(ZERO_SHOT_PROTOCOLS) >= set(OFFICIAL_BG_THRESH)
     assert zero_shot_protocol("unknown") == ZeroShotProtocol("unknown")
 

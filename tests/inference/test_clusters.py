@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from annofree.errors import UserError
-from annofree.inference.clusters import ClusterSegmenter, cluster_fractions, cluster_names, segment_clusters
+from annofree.inference.clusters import ClusterSegmenter, cluster_names, segment_clusters
+from annofree.inference.result import pixel_fractions
 from tests.tiny import tiny_densesiam
 
 
@@ -22,7 +23,7 @@ def _rgb(height, width, seed=0):
 
 def test_without_resize_equals_the_models_argmax(model) -> None:
     image = _rgb(36, 52)
-    clusters = ClusterSegmenter(model, short_side=0).segment(image)  # 0: keep the size
+    clusters = ClusterSegmenter(model, short_side=0).segment(image).label_map  # 0: keep the size
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     assert clusters.shape == (36, 52) and clusters.dtype == np.int64
     np.testing.assert_array_equal(clusters, model.segment_clusters(pixels)[0].numpy())
@@ -30,7 +31,7 @@ def test_without_resize_equals_the_models_argmax(model) -> None:
 
 def test_short_side_resize_keeps_the_input_size(model) -> None:
     segmenter = ClusterSegmenter(model, short_side=24)
-    clusters = segmenter.segment(_rgb(37, 53))
+    clusters = segmenter.segment(_rgb(37, 53)).label_map
     assert clusters.shape == (37, 53)
     assert clusters.min() >= 0 and clusters.max() < 5
     assert segmenter.num_clusters == 5 and segmenter.labels == cluster_names(5)
@@ -41,7 +42,7 @@ def test_batches_equal_one_by_one_and_the_mode_is_restored(model) -> None:
     segmenter = ClusterSegmenter(model, images_per_batch=2)
     batched = segmenter.segment_batch(images)
     for image, clusters in zip(images, batched, strict=True):
-        np.testing.assert_array_equal(clusters, segmenter.segment(image))
+        np.testing.assert_array_equal(clusters.label_map, segmenter.segment(image).label_map)
     model.train()
     try:
         segment_clusters(model, images[0])
@@ -51,7 +52,7 @@ def test_batches_equal_one_by_one_and_the_mode_is_restored(model) -> None:
 
 
 def test_fractions_and_bad_short_side(model) -> None:
-    shares = cluster_fractions(np.array([[0, 0], [2, 0]]), 3)
+    shares = pixel_fractions(np.array([[0, 0], [2, 0]]), 3)
     assert shares.tolist() == [0.75, 0.0, 0.25]
     with pytest.raises(UserError, match="short_side must be a positive number of pixels, or 0 to keep"):
         ClusterSegmenter(model, short_side=-1)
@@ -60,9 +61,9 @@ def test_fractions_and_bad_short_side(model) -> None:
 
 def test_default_short_side_is_the_protocols_320(model) -> None:
     image = _rgb(40, 50)
-    expected = ClusterSegmenter(model, short_side=320).segment(image)
-    np.testing.assert_array_equal(ClusterSegmenter(model).segment(image), expected)
-    assert not np.array_equal(expected, ClusterSegmenter(model, short_side=0).segment(image))
+    expected = ClusterSegmenter(model, short_side=320).segment(image).label_map
+    np.testing.assert_array_equal(ClusterSegmenter(model).segment(image).label_map, expected)
+    assert not np.array_equal(expected, ClusterSegmenter(model, short_side=0).segment(image).label_map)
 
 
 def test_images_as_paths_pil_and_other_dtypes(model, tmp_path) -> None:
@@ -71,10 +72,10 @@ def test_images_as_paths_pil_and_other_dtypes(model, tmp_path) -> None:
     image = _rgb(30, 44)
     Image.fromarray(image).save(tmp_path / "a.png")
     segmenter = ClusterSegmenter(model, short_side=0)
-    expected = segmenter.segment(image)
-    np.testing.assert_array_equal(segmenter.segment(tmp_path / "a.png"), expected)
-    np.testing.assert_array_equal(segmenter.segment(str(tmp_path / "a.png")), expected)
-    np.testing.assert_array_equal(segmenter.segment(Image.fromarray(image)), expected)
-    np.testing.assert_array_equal(segmenter.segment(image.astype(np.float32) / 255), expected)
+    expected = segmenter.segment(image).label_map
+    np.testing.assert_array_equal(segmenter.segment(tmp_path / "a.png").label_map, expected)
+    np.testing.assert_array_equal(segmenter.segment(str(tmp_path / "a.png")).label_map, expected)
+    np.testing.assert_array_equal(segmenter.segment(Image.fromarray(image)).label_map, expected)
+    np.testing.assert_array_equal(segmenter.segment(image.astype(np.float32) / 255).label_map, expected)
     with pytest.raises(UserError, match="cannot segment a dict"):
         segmenter.segment({"image": image})

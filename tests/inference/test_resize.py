@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from annofree.errors import UserError
+from annofree.inference.pixels import resize_short_side
 from annofree.inference.resize import rescaled_size, resize_antialias, resize_official, resize_pixels
-from annofree.inference.zero_shot import ZeroShotSegmenter, resize_short_side
+from annofree.inference.zero_shot import ZeroShotSegmenter
 
 
 def _photo_like(height: int, width: int, seed: int) -> np.ndarray:

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from annofree.data.images import to_pixel_batch
 from annofree.errors import UserError
 from annofree.inference.zero_shot import (
     ZeroShotSegmenter,
-    channel_argmax,
     check_class_names,
     class_embeddings,
     group_class_affinity,
@@ -18,8 +18,6 @@ from annofree.inference.zero_shot import (
     inference_precision,
     pixel_logits,
     similarity_logits,
-    to_pixel_batch,
-    upsample_argmax,
 )
 from annofree.models import GroupOutput, GroupViT
 
@@ -121,20 +119,6 @@ def test_the_similarity_rule_leaves_a_group_like_no_class_in_the_background():
     np.testing.assert_array_equal(similarity.label_map, expected)
     torch.testing.assert_close(similarity.logits[0], torch.full((8, 16), 0.2))
     torch.testing.assert_close(similarity.logits[2:], torch.full((2, 8, 16), -1.0))  # filtered out
-
-
-def test_upsample_argmax_in_class_chunks_equals_the_full_resize():
-    torch.manual_seed(3)
-    logits = torch.rand(7, 5, 6)
-    full = F.interpolate(logits[None], size=(23, 17), mode="bilinear", align_corners=False)[0].argmax(0)
-    for budget in [1, 23 * 17 * 2, 1 << 30]:
-        assert torch.equal(upsample_argmax(logits, (23, 17), max_elements=budget), full)
-
-
-@pytest.mark.parametrize(("shape", "dim"), [((2, 8, 33, 47), 1), ((6, 40, 30), 0), ((3, 5), 1)])
-def test_channel_argmax_is_argmax_with_the_first_index_winning_ties(shape, dim):
-    values = torch.randint(0, 3, shape, generator=torch.Generator().manual_seed(0)).float()  # many ties
-    assert torch.equal(channel_argmax(values, dim), values.argmax(dim=dim))
 
 
 def test_class_name_checks():
@@ -536,13 +520,5 @@ def test_whole_mode_drops_the_patch_remainder_and_stretches_the_maps_as_the_offi
     torch.testing.assert_close(got, expected)
     # annofree's own rule (the image resized to the nearest multiple, 448 x 608) gives other scores.
     fitted = ZeroShotSegmenter(model, names, **options)
-    assert fitted.patch_remainder == "fit"
+    assert fitted.settings.patch_remainder == "fit"
     assert not torch.allclose(fitted.logits(image)[0], got, atol=1e-3)
-
-
-def test_drop_patch_remainder_crops_and_keeps_sides_of_at_least_one_patch():
-    from annofree.inference.zero_shot import drop_patch_remainder
-
-    pixels = torch.rand(1, 3, 37, 50)
-    torch.testing.assert_close(drop_patch_remainder(pixels, 16), pixels[..., :32, :48])
-    assert tuple(drop_patch_remainder(torch.rand(1, 3, 10, 40), 16).shape[-2:]) == (16, 32)  # fitted: 10 < 16

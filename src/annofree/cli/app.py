@@ -23,21 +23,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a local web page: segment images in the browser with your weights (Gradio, offline)",
         description=__doc__.split("\n\n")[1],
     )
+    from annofree.app import HOST, PORT, Limits
+
+    limits = Limits()  # the defaults of the limits, written there once
     add_inference_options(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s: this machine)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s: this machine)")
+    parser.add_argument("--port", type=int, default=PORT, help="port (default %(default)s)")
     parser.add_argument(
-        "--max-upload-mb", type=float, default=20.0, help="largest accepted file, in MB (default %(default)s)"
+        "--max-upload-mb",
+        type=float,
+        default=limits.max_upload_bytes / 2**20,
+        help="largest accepted file, in MB (default %(default)s)",
     )
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=25_000_000,
+        default=limits.max_pixels,
         help="largest accepted image, in pixels, read from the header before decoding; the pixels computed on after "
         "the short-side resize count too (default %(default)s)",
     )
     parser.add_argument(
-        "--max-classes", type=int, default=50, help="most class names in one request (default %(default)s)"
+        "--max-classes",
+        type=int,
+        default=limits.max_classes,
+        help="most class names in one request (default %(default)s)",
     )
     parser.add_argument("--no-examples", action="store_true", help="no example images on the page")
     return parser
@@ -45,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from annofree.app import Limits, SegmentApp, serve, write_examples
-    from annofree.cli.common import COMMAND_LINE, is_densesiam, load_model, resolve_device, segmenter_options
+    from annofree.cli.common import COMMAND_LINE, load_model, resolve_device, segmenter_options
     from annofree.errors import UserError
 
     if not 1 <= args.port <= 65535:
@@ -56,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels, max_classes=args.max_classes
     )
     model = load_model(args.weights, resolve_device(args.device))
-    options = segmenter_options(args)  # checked; --short-side goes to the app as given (0: keep), for both kinds
+    options = segmenter_options(args)  # checked; --short-side goes to the app as given (0: keep), for every kind
     options.pop("short_side", None)
     app = SegmentApp(
         model,
@@ -64,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         short_side=args.short_side,
         title=str(args.weights),
         settings_source=COMMAND_LINE,
-        **({} if is_densesiam(model) else options),
+        **options,
     )
     for line in app.notes():
         print(line, file=sys.stderr)

@@ -1,8 +1,7 @@
-"""The DenseSiam side of ``annofree segment`` and ``annofree evaluate`` (unsupervised clusters).
+"""The cluster side of ``annofree evaluate``: scores of weights whose labels are unnamed clusters (DenseSiam).
 
-``segment`` and ``evaluate`` load the weights and call these when they are a DenseSiam model, so the
-GroupViT paths stay as they were. Clusters have no names: ``--classes`` is an error here (one line)
-rather than silently ignored, since a user passing it expects named classes.
+``evaluate`` loads the weights and calls :func:`evaluate_clusters` when their segmenter names no classes
+(:func:`annofree.inference.segmenters.segmenter_kind`); ``annofree segment`` needs nothing of its own for them.
 """
 
 from __future__ import annotations
@@ -12,61 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from annofree.cli.common import ImageFile, check_short_side, format_table, make_out_dir, process_images, write_json
+from annofree.cli.common import format_table, write_json
 from annofree.errors import UserError
-
-MAX_CLUSTERS = 256  # ids 0..255 fit in the uint8 PNG
-
-
-def segment_clusters(args: argparse.Namespace, model, files: list[ImageFile], errors: list[str]) -> int:
-    """Write NAME.png (uint8 cluster ids) and NAME_overlay.png for every file."""
-    from annofree.data.images import load_image
-    from annofree.inference.clusters import DENSESIAM_SHORT_SIDE, ClusterSegmenter
-
-    if args.classes is not None:
-        raise UserError(
-            "--classes: DenseSiam weights segment into unnamed clusters, not classes; leave it out "
-            "(`annofree evaluate` matches clusters to a folder's classes)"
-        )
-    check_short_side(args, DENSESIAM_SHORT_SIDE)
-    segmenter = ClusterSegmenter(model, short_side=args.short_side)
-    if segmenter.num_clusters > MAX_CLUSTERS:
-        raise UserError(f"{args.weights}: {segmenter.num_clusters} clusters do not fit in uint8 cluster maps")
-    out_dir = make_out_dir(args.out)
-
-    def work(path: Path, name: str) -> str:
-        image = load_image(path)
-        clusters = segmenter.segment(image)
-        write_cluster_outputs(out_dir, name, image, clusters, segmenter.labels, args.alpha)
-        return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {_largest(clusters, segmenter)}"
-
-    return process_images(files, errors, out_dir, work, quiet=getattr(args, "quiet", False))
-
-
-def write_cluster_outputs(
-    out_dir: Path, name: str, image: np.ndarray, clusters: np.ndarray, labels: list[str], alpha: float
-) -> None:
-    """NAME.png (cluster ids, PNG mode L) and NAME_overlay.png (colours, legend of clusters), atomically."""
-    from annofree.viz import overlay
-    from annofree.weights import atomic_write
-
-    ids = Image.fromarray(clusters.astype(np.uint8))  # 2-D uint8: mode "L"
-    atomic_write(out_dir / f"{name}.png", lambda tmp: ids.save(tmp, format="PNG"))
-    picture = overlay(image, clusters, labels, alpha=alpha)
-    atomic_write(out_dir / f"{name}_overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
-
-
-def _largest(clusters: np.ndarray, segmenter, top: int = 3) -> str:
-    """The report line's tail: how many clusters appear, and the largest few with their shares."""
-    from annofree.inference.clusters import cluster_fractions
-
-    shares = cluster_fractions(clusters, segmenter.num_clusters)
-    order = [int(i) for i in np.argsort(-shares, kind="stable") if shares[i] > 0]
-    listed = ", ".join(f"{segmenter.labels[i]} {100 * shares[i]:.1f}%" for i in order[:top])
-    return f"{len(order)} clusters ({listed}{', ...' if len(order) > top else ''})"
-
 
 # ----------------------------------------------------------------------------- evaluate
 
@@ -146,4 +93,4 @@ def format_groups(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate_clusters", "format_groups", "segment_clusters", "write_cluster_outputs"]
+__all__ = ["evaluate_clusters", "format_groups"]

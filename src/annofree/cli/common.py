@@ -18,46 +18,71 @@ import torch
 
 from annofree.errors import UserError
 from annofree.inference.settings import (
-    BG_RULES,
     DEFAULT_SOURCE,
     DEFAULTS,
-    MODES,
-    PROMPTS,
     SETTINGS_NAME,
-    SYNTHETIC_NOTE,
+    CommandLineOption,
     ZeroShotSettings,
-    describe_settings,
     resolve_settings,
+    settings_notes,
 )
 
-# ----------------------------------------------------------------------------- shared with `annofree evaluate`
+# ----------------------------------------------------------------------------- the zero-shot options
 
 
-SETTING_OPTIONS = {  # ZeroShotSettings field -> its command-line option
-    "bg_thresh": "--bg-thresh",
-    "bg_rule": "--bg-rule",
-    "mode": "--mode",
-    "window": "--window",
-    "stride": "--stride",
-    "short_side": "--short-side",
-    "topk": "--topk",
-    "flip": "--flip",
-    "prompts": "--prompts",
-}
 COMMAND_LINE = "the command line"  # the source of the options given there, in the settings line
 
 
-def _default(name: str, protocol: bool) -> str:
+def flag(name: str) -> str:
+    """The command-line option of a ``ZeroShotSettings`` field: ``short_side`` -> ``--short-side``."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value: Any, zero_means: str | None) -> str:
+    return "on" if value is True else "off" if value is False else (zero_means or "none") if value is None else value
+
+
+def _default(name: str, option: CommandLineOption, protocol: bool) -> str:
     """Where an unset option's value comes from, for --help (the value itself is ZeroShotSettings's)."""
-    value = getattr(DEFAULTS, name)
-    shown = "on" if value is True else "off" if value is False else "keep" if value is None else value
+    shown = _shown(getattr(DEFAULTS, name), option.zero_means)
     weights = f"the weights' {SETTINGS_NAME}, else {shown}"
+    if option.group == "image":
+        from annofree.evaluation.protocols import BENCHMARK_SETTINGS
+
+        return f"the protocol's, {getattr(BENCHMARK_SETTINGS, name)}" if protocol else weights
     return f"default: the benchmark's protocol; with --data {weights}" if protocol else f"default: {weights}"
 
 
+def _other_kinds(protocol: bool) -> str:
+    """--short-side's help: the default of the segmenters that do not read ZeroShotSettings (DenseSiam's 320)."""
+    from annofree.inference.segmenters import SEGMENTERS
+
+    where = " on a benchmark, the folder's size with --data" if protocol else ", the {} protocol's"
+    return "; ".join(
+        f"{kind.title} default: {kind.short_side}{where.format(kind.title)}"
+        for kind in SEGMENTERS.values()
+        if not kind.named_classes
+    )
+
+
+def _add_setting(parser: argparse.ArgumentParser, name: str, option: CommandLineOption, protocol: bool) -> None:
+    """One ZeroShotSettings field as an option; unset it is None (the weights' file or the defaults decide)."""
+    default = getattr(DEFAULTS, name)
+    text = option.help.replace("{default}", _default(name, option, protocol))
+    text = text.replace("{other kinds}", _other_kinds(protocol))
+    if isinstance(default, bool):
+        parser.add_argument(flag(name), action=argparse.BooleanOptionalAction, default=None, help=text)
+    elif option.choices is not None:
+        parser.add_argument(flag(name), choices=list(option.choices), default=None, help=text)
+    else:
+        kind = option.kind or type(default)
+        parser.add_argument(flag(name), type=kind, default=None, metavar=option.metavar, help=text)
+
+
 def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, protocol: bool = False) -> None:
-    """Options of the zero-shot segmenter (also used by ``annofree evaluate`` and ``annofree app``); DenseSiam reads
-    only ``--weights``, ``--short-side`` and ``--device``. With ``onnx``, ``--onnx DIR`` may replace ``--weights``
+    """Options of the zero-shot segmenter (also used by ``annofree evaluate`` and ``annofree app``), one per
+    ``ZeroShotSettings`` field of the "inference" group, with the help its field gives; DenseSiam reads only
+    ``--weights``, ``--short-side`` and ``--device``. With ``onnx``, ``--onnx DIR`` may replace ``--weights``
     (the caller checks that exactly one is given). Options left unset are ``None``: their values come from the
     weights' settings file or the defaults (``segmenter_options``), or, with ``protocol``, from a benchmark's
     published protocol (which --help then says)."""
@@ -75,102 +100,60 @@ def add_inference_options(parser: argparse.ArgumentParser, onnx: bool = False, p
             help="instead of --weights: a GroupViT exported by `annofree export onnx`, run with onnxruntime "
             "(--device cpu, or cuda with onnxruntime-gpu)",
         )
-    parser.add_argument(
-        "--bg-thresh",
-        type=float,
-        help="pixels whose best class score is below this (or below the best group score) are background "
-        f"(reference: VOC 0.95, Context 0.35; {_default('bg_thresh', protocol)}); with --bg-rule similarity a "
-        "cosine, e.g. 0.2",
-    )
-    parser.add_argument(
-        "--bg-rule",
-        choices=list(BG_RULES),
-        help="what --bg-thresh thresholds: the reference's group-class affinity (a softmax over the classes), or "
-        "the cosine similarity, for models trained with the sigmoid multi-label loss "
-        f"({_default('bg_rule', protocol)})",
-    )
-    parser.add_argument(
-        "--mode",
-        choices=list(MODES),
-        help=f"one pass over the whole image, or sliding windows (the paper's protocol; {_default('mode', protocol)})",
-    )
-    parser.add_argument("--window", type=int, help=f"sliding window size in pixels ({_default('window', protocol)})")
-    parser.add_argument("--stride", type=int, help=f"sliding window stride in pixels ({_default('stride', protocol)})")
-    densesiam = "320 on a benchmark, the folder's size with --data" if protocol else "320, the DenseSiam protocol's"
-    parser.add_argument(
-        "--short-side",
-        type=int,
-        metavar="N",
-        help="resize the shorter image side to N before inference, 0 to keep the size; results are always at the "
-        f"input's size (GroupViT {_default('short_side', protocol)}; DenseSiam default: {densesiam})",
-    )
-    parser.add_argument(
-        "--topk", type=int, help=f"classes kept by the image-level filter ({_default('topk', protocol)})"
-    )
-    parser.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        help="also segment the mirrored image and average the two (test-time augmentation; twice the work; "
-        f"{_default('flip', protocol)})",
-    )
-    parser.add_argument(
-        "--prompts",
-        choices=list(PROMPTS),
-        help=f"'a photo of a {{}}.' or the average over 80 ImageNet prompt templates ({_default('prompts', protocol)})",
-    )
+    for name, option in ZeroShotSettings.command_line().items():
+        if option.group == "inference":
+            _add_setting(parser, name, option, protocol)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
 
 def add_image_pipeline_options(parser: argparse.ArgumentParser, protocol: bool = False) -> None:
-    """How images are resized and fitted to the patch grid (``annofree segment`` and ``annofree evaluate``).
+    """How images are resized and fitted to the patch grid (``annofree segment`` and ``annofree evaluate``): the
+    ``ZeroShotSettings`` fields of the "image" group.
 
     Unset, they are ``None``: ``ZeroShotSegmenter``'s defaults apply (annofree's choices for photos), or with
     ``protocol`` the benchmark protocol's (the official GroupViT evaluation's)."""
-    from annofree.evaluation.protocols import BENCHMARK_SETTINGS
-    from annofree.inference.resize import RESIZE_METHODS
-    from annofree.inference.zero_shot import PATCH_RULES
+    for name, option in ZeroShotSettings.command_line().items():
+        if option.group == "image":
+            _add_setting(parser, name, option, protocol)
 
-    def default(name: str) -> str:
-        if protocol:
-            return f"the protocol's, {getattr(BENCHMARK_SETTINGS, name)}"
-        return f"the weights' {SETTINGS_NAME}, else {getattr(DEFAULTS, name) or 'none'}"
 
-    parser.add_argument(
-        "--resize",
-        choices=list(RESIZE_METHODS),
-        default=None,
-        help="how the image is resized to --short-side: 'antialias' (antialiased when shrinking, better for photos) "
-        "or 'official' (as the official GroupViT evaluation: OpenCV's bilinear on the 8-bit image, no "
-        f"antialiasing; the benchmarks' default) (default: {default('resize')})",
+def segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The zero-shot settings given on the command line, as ``ZeroShotSettings`` values (0 for an option that
+    takes it, e.g. ``--short-side 0``: ``None``); the others are left to the weights' settings file or the
+    defaults. A one-line error for a value out of the command line's range."""
+    given = {}
+    for name, option in ZeroShotSettings.command_line().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if option.zero_means is not None:
+            if value < 0:
+                raise UserError(f"{flag(name)} must be 0 ({option.zero_means}) or positive, got {value}")
+            value = value or None
+        elif option.positive and value < 1:
+            raise UserError(f"{flag(name)} must be positive, got {value}")
+        given[name] = value
+    return given  # checked with the weights' settings (--bg-thresh's range depends on the rule)
+
+
+def zero_shot_settings(
+    args: argparse.Namespace, model, base: ZeroShotSettings | None = None, base_source: str = DEFAULT_SOURCE
+) -> tuple[ZeroShotSettings, list[str]]:
+    """The settings to segment with: each option given on the command line, else the weights' stored settings
+    (``model.inference_settings``), else ``base`` (the defaults); and the lines that say so (with a note for
+    weights trained on synthetic scenes only)."""
+    stored = getattr(model, "inference_settings", None)
+    settings, sources = resolve_settings(
+        stored, segmenter_options(args), given_source=COMMAND_LINE, base=base, base_source=base_source
     )
-    parser.add_argument(
-        "--max-long-side",
-        type=int,
-        default=None,
-        metavar="N",
-        help="scale the image less where its long side would pass N, 0 for no cap (the official evaluation caps at "
-        f"2048) (default: {default('max_long_side')})",
-    )
-    parser.add_argument(
-        "--patch-remainder",
-        choices=list(PATCH_RULES),
-        default=None,
-        help="sides that are not a multiple of the patch size: 'fit' resizes the crop to the nearest multiple "
-        "(every pixel counts) or 'drop' drops the right and bottom remainder, as the official GroupViT code does "
-        f"(default: {default('patch_remainder')})",
-    )
+    return settings, settings_notes(settings, sources, stored)
 
 
-def image_pipeline_options(args: argparse.Namespace) -> dict:
-    """The options of ``add_image_pipeline_options`` that were given, as ``ZeroShotSegmenter`` keywords
-    (``--max-long-side 0``: ``None``, no cap)."""
-    given = {key: getattr(args, key, None) for key in ("resize", "patch_remainder", "max_long_side")}
-    options = {key: value for key, value in given.items() if value is not None}
-    if "max_long_side" in options:
-        if options["max_long_side"] < 0:
-            raise UserError(f"--max-long-side must be 0 (no cap) or positive, got {options['max_long_side']}")
-        options["max_long_side"] = options["max_long_side"] or None
-    return options
+def load_segmentation_model(args: argparse.Namespace):
+    """The model of ``--weights`` (GroupViT, DenseSiam) on ``--device``, or of ``--onnx`` (an ``OnnxGroupViT``)."""
+    if getattr(args, "onnx", None) is not None:
+        return load_onnx(args.onnx, args.device)
+    return load_model(args.weights, resolve_device(args.device))
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -190,59 +173,6 @@ def load_model(weights: str | Path, device: torch.device):
     from annofree.weights import load
 
     return load(weights, device=device)
-
-
-def is_densesiam(model) -> bool:
-    from annofree.models.densesiam import DenseSiam
-
-    return isinstance(model, DenseSiam)
-
-
-def check_groupvit(model, weights: str | Path):
-    """``model`` itself when it is a GroupViT; a one-line error naming the weights otherwise."""
-    from annofree.models import GroupViT
-
-    if not isinstance(model, GroupViT):
-        raise UserError(f"{weights}: zero-shot segmentation needs GroupViT weights, not {type(model).__name__}")
-    return model
-
-
-def check_short_side(args: argparse.Namespace, default: int | None) -> None:
-    """``--short-side``: unset -> the model kind's default; negative -> a one-line error."""
-    if args.short_side is None:
-        args.short_side = default or 0
-    if args.short_side < 0:
-        raise UserError(f"--short-side must be 0 (keep) or positive, got {args.short_side}")
-
-
-def segmenter_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The zero-shot settings given on the command line (``--short-side 0``: ``None``, keep the size); the
-    others are left to the weights' settings file or the defaults. A one-line error for a bad value."""
-    given = {name: getattr(args, name, None) for name in SETTING_OPTIONS}
-    given = {name: value for name, value in given.items() if value is not None}
-    if given.get("short_side", 0) < 0:
-        raise UserError(f"--short-side must be 0 (keep) or positive, got {given['short_side']}")
-    if "short_side" in given:
-        given["short_side"] = given["short_side"] or None
-    for name in ("window", "stride", "topk"):
-        if given.get(name, 1) < 1:
-            raise UserError(f"{SETTING_OPTIONS[name]} must be positive, got {given[name]}")
-    given |= image_pipeline_options(args)
-    return given  # checked with the weights' settings (--bg-thresh's range depends on the rule)
-
-
-def zero_shot_settings(
-    args: argparse.Namespace, model, base: ZeroShotSettings | None = None, base_source: str = DEFAULT_SOURCE
-) -> tuple[ZeroShotSettings, list[str]]:
-    """The settings to segment with: each option given on the command line, else the weights' stored settings
-    (``model.inference_settings``), else ``base`` (the defaults); and the lines that say so (with a note for
-    weights trained on synthetic scenes only)."""
-    stored = getattr(model, "inference_settings", None)
-    settings, sources = resolve_settings(
-        stored, segmenter_options(args), given_source=COMMAND_LINE, base=base, base_source=base_source
-    )
-    synthetic = [f"note: {SYNTHETIC_NOTE}"] if stored is not None and stored.synthetic else []
-    return settings, [describe_settings(settings, sources), *synthetic]
 
 
 # ----------------------------------------------------------------------------- segment

@@ -28,13 +28,9 @@ from annofree.cli.common import (
     COMMAND_LINE,
     add_image_pipeline_options,
     add_inference_options,
-    check_groupvit,
     check_weights_or_onnx,
     format_table,
-    is_densesiam,
-    load_model,
-    load_onnx,
-    resolve_device,
+    load_segmentation_model,
     segmenter_options,
     write_json,
     zero_shot_settings,
@@ -104,17 +100,15 @@ def _check_args(args: argparse.Namespace) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from annofree.inference.segmenters import segmenter_kind
+
     check_weights_or_onnx(args)
     out = _check_args(args)
-    if args.onnx is not None:
-        model = load_onnx(args.onnx, args.device)
-    else:
-        model = load_model(args.weights, resolve_device(args.device))
-        if is_densesiam(model):
-            from annofree.cli.clusters import evaluate_clusters
+    model = load_segmentation_model(args)
+    if not segmenter_kind(model).named_classes:
+        from annofree.cli.clusters import evaluate_clusters
 
-            return evaluate_clusters(args, model, out)
-        model = check_groupvit(model, args.weights)
+        return evaluate_clusters(args, model, out)
     if args.many_to_one:
         raise UserError("--many-to-one matches DenseSiam clusters to classes; GroupViT weights predict the classes")
     if args.dataset == CLASSIFICATION:

@@ -5,8 +5,12 @@ GroupViT (zero-shot, ``--classes`` required): for each image NAME it writes NAME
 NAME.json (classes, pixel fractions, size). ``--vis groups`` also writes NAME_groups.png: the image beside
 the groups of each grouping stage (:func:`annofree.viz.groups_panel`).
 
-DenseSiam (unsupervised, see :mod:`annofree.cli.clusters`): NAME.png (uint8 cluster ids) and
-NAME_overlay.png (legend of cluster ids); ``--classes`` is an error, since clusters have no names.
+DenseSiam (unsupervised): NAME.png (uint8 cluster ids) and NAME_overlay.png (legend of cluster ids);
+``--classes`` is an error, since clusters have no names.
+
+One path for every method: the model's segmenter comes from :func:`annofree.inference.segmenters.build_segmenter`
+(the method registered how to build it; ``SegmenterKind.named_classes`` says whether it takes ``--classes``), every
+segmenter returns a :class:`annofree.inference.result.SegmentationResult`, and :func:`write_outputs` writes it.
 
 ``--onnx DIR`` replaces ``--weights`` with a GroupViT exported by ``annofree export onnx``: the same zero-shot
 segmentation and outputs, the model run by onnxruntime (:class:`annofree.inference.onnx_runtime.OnnxGroupViT`).
@@ -27,28 +31,22 @@ import numpy as np
 from PIL import Image
 
 from annofree.cli.common import (
+    COMMAND_LINE,
     ImageFile,
     add_image_pipeline_options,
     add_inference_options,
-    check_groupvit,
     check_weights_or_onnx,
-    is_densesiam,
-    load_model,
-    load_onnx,
+    load_segmentation_model,
     make_out_dir,
     process_images,
-    resolve_device,
-    zero_shot_settings,
+    segmenter_options,
 )
 from annofree.errors import UserError
-from annofree.inference.zero_shot import (
-    BACKGROUND,
-    SegmentationResult,
-    ZeroShotSegmenter,
-    check_class_names,
-)
+from annofree.inference.result import SegmentationResult
+from annofree.inference.zero_shot import BACKGROUND, check_class_names
 
 OUTPUT_SUFFIXES = ("", "_overlay", "_groups")  # NAME.png and NAME.json, NAME_overlay.png, NAME_groups.png
+MAX_LABELS = 256  # label ids 0..255 fit in the uint8 PNG
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -161,8 +159,11 @@ def output_names(wanted: Sequence[tuple[Path, str]]) -> list[str]:
     return names
 
 
-def write_outputs(out_dir: Path, name: str, source: Path, image: np.ndarray, result: SegmentationResult, alpha: float):
-    """NAME.png, NAME_overlay.png and NAME.json in ``out_dir`` (each written atomically)."""
+def write_outputs(
+    out_dir: Path, name: str, source: Path, image: np.ndarray, result: SegmentationResult, alpha: float, summary: bool
+) -> None:
+    """NAME.png (label ids, PNG mode L), NAME_overlay.png and, with ``summary`` (named classes), NAME.json in
+    ``out_dir`` (each written atomically)."""
     from annofree.viz import overlay
     from annofree.weights import atomic_write
 
@@ -170,14 +171,16 @@ def write_outputs(out_dir: Path, name: str, source: Path, image: np.ndarray, res
     atomic_write(out_dir / f"{name}.png", lambda tmp: labels.save(tmp, format="PNG"))
     picture = overlay(image, result.label_map, result.class_names, alpha=alpha)
     atomic_write(out_dir / f"{name}_overlay.png", lambda tmp: picture.save(tmp, format="PNG"))
+    if not summary:
+        return
     height, width = result.size
-    summary = {
+    record = {
         "image": str(source),
         "classes": result.class_names,
         "fractions": result.fractions(),
         "size": {"width": width, "height": height},
     }
-    text = json.dumps(summary, indent=2) + "\n"
+    text = json.dumps(record, indent=2) + "\n"
     atomic_write(out_dir / f"{name}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -191,47 +194,62 @@ def write_group_maps(out_dir: Path, name: str, model, image: np.ndarray, short_s
     atomic_write(out_dir / f"{name}_groups.png", lambda tmp: picture.save(tmp, format="PNG"))
 
 
+def shares_line(result: SegmentationResult, named: bool, top: int = 3) -> str:
+    """The report line's tail: each named class's share of the pixels, in label order; for clusters, how many
+    appear and the largest ``top`` of them."""
+    fractions = result.fractions()
+    if named:
+        return ", ".join(f"{k} {100 * v:.1f}%" for k, v in fractions.items() if v > 0)
+    present = sorted((name for name, share in fractions.items() if share > 0), key=lambda n: -fractions[n])
+    listed = ", ".join(f"{name} {100 * fractions[name]:.1f}%" for name in present[:top])
+    return f"{len(present)} clusters ({listed}{', ...' if len(present) > top else ''})"
+
+
+def class_names_for(args: argparse.Namespace, kind) -> list[str] | None:
+    """``--classes`` parsed when the weights take class names; a one-line error when it is missing, or given to
+    weights whose labels are their own (clusters)."""
+    if not kind.named_classes:
+        if args.classes is not None:
+            raise UserError(
+                f"--classes: {kind.title} weights segment into unnamed clusters, not classes; leave it out "
+                "(`annofree evaluate` matches clusters to a folder's classes)"
+            )
+        return None
+    if args.classes is None:
+        raise UserError(f'--classes is required with {kind.title} weights or --onnx (e.g. --classes "cat,dog,grass")')
+    return parse_classes(args.classes)
+
+
 def run(args: argparse.Namespace) -> int:
+    from annofree.data.images import load_image
+    from annofree.inference.segmenters import build_segmenter, segmenter_kind
+
     check_weights_or_onnx(args)
     if not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha must lie in [0, 1], got {args.alpha}")
     files, errors = collect_images(args.images)
     if not files:
         raise UserError("; ".join(errors) if errors else "no images given")
-    if args.onnx is not None:
-        return _segment_zero_shot(args, load_onnx(args.onnx, args.device), files, errors)
-    model = load_model(args.weights, resolve_device(args.device))
-    if is_densesiam(model):
-        from annofree.cli.clusters import segment_clusters
-
-        if getattr(args, "vis", "overlay") == "groups":
-            raise UserError("--vis groups needs GroupViT weights: DenseSiam has no grouping stages")
-        return segment_clusters(args, model, files, errors)
-    return _segment_zero_shot(args, check_groupvit(model, args.weights), files, errors)
-
-
-def _segment_zero_shot(args: argparse.Namespace, model, files: list[ImageFile], errors: list[str]) -> int:
-    from annofree.data.images import load_image
-
-    if args.classes is None:
-        raise UserError('--classes is required with GroupViT weights or --onnx (e.g. --classes "cat,dog,grass")')
-    class_names = parse_classes(args.classes)
-    settings, notes = zero_shot_settings(args, model)
-    segmenter = ZeroShotSegmenter(model, class_names, settings)
-    for same in segmenter.indistinguishable_classes():
-        notes.append(f"note: these weights embed the classes {', '.join(same)} alike (words they never learned?): "
-                     f"they cannot tell them apart, and {same[0]} wins wherever one of them does")  # fmt: skip
+    model = load_segmentation_model(args)
+    kind = segmenter_kind(model)
+    groups = getattr(args, "vis", "overlay") == "groups"
+    if groups and not kind.grouping_stages:
+        raise UserError(f"--vis groups needs GroupViT weights: {kind.title} has no grouping stages")
+    options = segmenter_options(args)
+    segmenter = build_segmenter(model, class_names_for(args, kind), source=COMMAND_LINE, **options)
+    if len(segmenter.labels) > MAX_LABELS:
+        raise UserError(f"{args.weights}: {len(segmenter.labels)} clusters do not fit in uint8 cluster maps")
     out_dir = make_out_dir(args.out)
-    for line in [] if getattr(args, "quiet", False) else notes:  # --quiet: errors only
+    for line in [] if getattr(args, "quiet", False) else segmenter.notes():  # --quiet: errors only
         print(line, file=sys.stderr)
 
     def work(path: Path, name: str) -> str:
         image = load_image(path)
         result = segmenter.segment(image)
-        write_outputs(out_dir, name, path, image, result, args.alpha)
-        if getattr(args, "vis", "overlay") == "groups":
-            write_group_maps(out_dir, name, model, image, segmenter.settings.short_side)
-        shares = ", ".join(f"{k} {100 * v:.1f}%" for k, v in result.fractions().items() if v > 0)
+        write_outputs(out_dir, name, path, image, result, args.alpha, summary=kind.named_classes)
+        if groups:
+            write_group_maps(out_dir, name, model, image, segmenter.short_side)
+        shares = shares_line(result, named=kind.named_classes)
         return f"{path} -> {out_dir / name}.png ({image.shape[1]}x{image.shape[0]}): {shares}"
 
     return process_images(files, errors, out_dir, work, quiet=getattr(args, "quiet", False))

@@ -30,7 +30,7 @@ from annofree.evaluation.clusters import evaluate_cluster_samples, read_groups
 from annofree.evaluation.hungarian import remap_predictions
 from annofree.evaluation.kmeans import kmeans_baseline, network_features, pixel_colours
 from annofree.inference.clusters import ClusterSegmenter
-from annofree.inference.zero_shot import resize_short_side
+from annofree.inference.pixels import resize_short_side
 from annofree.viz import side_by_side
 from annofree.weights import atomic_write
 
@@ -85,7 +85,7 @@ def baselines(
 def write_overlays(segmenter: ClusterSegmenter, samples: list, classes: list[str], mapping: list[int], out: Path):
     """``scene_NAME.png``: image | clusters named by their matched class | ground truth."""
     for name, image, label in samples[:OVERLAYS]:
-        named = remap_predictions(segmenter.segment(image), mapping)
+        named = remap_predictions(segmenter.segment(image).label_map, mapping)
         side_by_side(image, named, classes, label).save(out / f"scene_{name}.png")
 
 
@@ -115,7 +115,7 @@ def run_densesiam_demo(out: str | Path, config: dict[str, Any], progress: bool =
     model = result.method.deployable().cpu().eval()
     segmenter = ClusterSegmenter(model, short_side)
     score = evaluate_cluster_samples(
-        segmenter.segment_batch, samples, classes, segmenter.num_clusters, groups=groups, progress=False
+        segmenter.cluster_maps, samples, classes, segmenter.num_clusters, groups=groups, progress=False
     )
     write_overlays(segmenter, samples, classes, score["mapping"], run_dir)
     log(f"[4/4] Hungarian mIoU {score['miou']:.3f}; overlays of held-out scenes in {run_dir}")

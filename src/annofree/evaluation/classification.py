@@ -159,7 +159,8 @@ def classify_zero_shot(
     tokenizer: Any = None,
 ) -> dict[str, Any]:
     """Top-1 and top-5 accuracy of ``model`` (a GroupViT) on ``data`` with the template ensemble."""
-    from annofree.inference.zero_shot import class_embeddings, eval_mode, input_device_dtype
+    from annofree.inference.pixels import eval_mode, input_device_dtype
+    from annofree.inference.zero_shot import class_embeddings
 
     size = int(image_size or model.config.image.img_size)
     text = class_embeddings(model, data.class_names, list(templates), tokenizer)

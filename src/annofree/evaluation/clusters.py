@@ -169,7 +169,7 @@ def evaluate_cluster_dataset(
     if protocol is not None:
         samples = ((name, *protocol.apply(image, label)) for name, image, label in samples)
     results = evaluate_cluster_samples(
-        segmenter.segment_batch,
+        segmenter.cluster_maps,
         samples,
         classes,
         segmenter.num_clusters,

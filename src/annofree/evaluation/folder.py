@@ -20,14 +20,10 @@ from tqdm import tqdm
 from annofree.errors import UserError
 from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.evaluation.protocols import PROMPT_TEMPLATE_SETS, ZeroShotProtocol, zero_shot_protocol
+from annofree.inference.pixels import upsample_argmax
+from annofree.inference.result import SegmentationResult
 from annofree.inference.settings import resolve_settings
-from annofree.inference.zero_shot import (
-    BACKGROUND,
-    SegmentationResult,
-    Tokenizer,
-    ZeroShotSegmenter,
-    upsample_argmax,
-)
+from annofree.inference.zero_shot import BACKGROUND, Tokenizer, ZeroShotSegmenter
 
 Sample = tuple[str, np.ndarray, np.ndarray]  # (name, uint8 image [H, W, 3], uint8 label [H, W])
 

@@ -35,6 +35,7 @@ from PIL import Image
 
 from annofree.data.captions import TEMPLATE_SETS
 from annofree.errors import UserError
+from annofree.inference.clusters import DENSESIAM_SHORT_SIDE
 from annofree.inference.settings import ZeroShotSettings
 
 # The reference's prompting names (NVlabs/GroupViT segmentation/datasets/*.py) for mmseg's class names.
@@ -60,12 +61,6 @@ class ZeroShotProtocol:
     settings: ZeroShotSettings = BENCHMARK_SETTINGS
     prompt_names: Mapping[str, str] = field(default_factory=dict)  # data set name -> prompted name
     templates: str = "simple"  # "a photo of a {}."
-
-    def __getattr__(self, name: str) -> Any:
-        """The settings' fields read as the protocol's own (``protocol.bg_thresh``)."""
-        if name in ZeroShotSettings.field_names():
-            return getattr(self.settings, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def segmenter_options(self) -> dict[str, Any]:
         """The settings as keyword arguments of ``ZeroShotSegmenter`` (JSON-ready)."""
@@ -131,7 +126,7 @@ CLASSIFICATION_PROTOCOL = ClassificationProtocol()
 class UnsupervisedProtocol:
     """Short-side resize then centre crop, applied to image and label alike before clustering."""
 
-    short_side: int = 320
+    short_side: int = DENSESIAM_SHORT_SIDE  # 320
     crop: int | None = 320
 
     def apply(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

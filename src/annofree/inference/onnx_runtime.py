@@ -67,6 +67,7 @@ class OnnxGroupViT:
         threads: onnxruntime's intra-op threads; ``None`` uses as many as torch (``OMP_NUM_THREADS``).
     """
 
+    method = "groupvit"  # segmented as a GroupViT (annofree.inference.segmenters)
     dtype = torch.float32
     device = torch.device("cpu")  # where inputs and outputs live; onnxruntime copies to its own device
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from annofree.errors import UserError
+from annofree.inference.resize import RESIZE_METHODS
 
 SETTINGS_NAME = "inference.json"  # beside model.safetensors in a run directory
 BG_RULES = ("affinity", "similarity")  # what bg_thresh thresholds: the reference's affinity, or the cosine
@@ -39,6 +40,24 @@ PROMPTS = ("single", "ensemble")  # "a photo of a {}.", or the average over 80 I
 DEFAULT_SOURCE = "defaults"
 GIVEN_SOURCE = "the arguments"  # options given in Python, as the settings line names them
 SYNTHETIC_NOTE = "these weights were trained on synthetic scenes only; for photos use --weights groupvit-gcc-yfcc"
+
+
+@dataclass(frozen=True)
+class CommandLineOption:
+    """How a setting appears on the command line (the command line makes one option of each)."""
+
+    help: str  # "{default}" marks where --help says where an unset value comes from
+    kind: type | None = None  # the value's type when the default does not show it (None)
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    zero_means: str | None = None  # 0 on the command line stands for None, which means this ("keep", "no cap")
+    positive: bool = False  # at least 1
+    group: str = "inference"  # "inference": segment, evaluate and app; "image": the image pipeline of the first two
+
+
+def setting(default: Any, help: str, **command_line: Any) -> Any:
+    """A field of :class:`ZeroShotSettings`: its default, written here once, and its command-line option."""
+    return field(default=default, metadata={"command_line": CommandLineOption(help, **command_line)})
 
 
 @dataclass(frozen=True)
@@ -67,19 +86,66 @@ class ZeroShotSettings:
             the right and bottom remainder, the grouping maps are stretched over the crop).
     """
 
-    bg_thresh: float = 0.95
-    bg_rule: str = "affinity"
-    mode: str = "whole"
-    window: int | tuple[int, int] = 448
-    stride: int | tuple[int, int] = 224
-    short_side: int | None = 448
-    topk: int | None = 5
-    flip: bool = False
-    prompts: str = "single"
-    max_long_side: int | None = None
-    resize: str = "antialias"
-    patch_remainder: str = "fit"
-    # New segmenter options go here (with their default), so that every caller and inference.json know them.
+    bg_thresh: float = setting(
+        0.95,
+        "pixels whose best class score is below this (or below the best group score) are background (reference: "
+        "VOC 0.95, Context 0.35; {default}); with --bg-rule similarity a cosine, e.g. 0.2",
+        kind=float,
+    )
+    bg_rule: str = setting(
+        "affinity",
+        "what --bg-thresh thresholds: the reference's group-class affinity (a softmax over the classes), or the "
+        "cosine similarity, for models trained with the sigmoid multi-label loss ({default})",
+        choices=BG_RULES,
+    )
+    mode: str = setting(
+        "whole", "one pass over the whole image, or sliding windows (the paper's protocol; {default})", choices=MODES
+    )
+    window: int | tuple[int, int] = setting(448, "sliding window size in pixels ({default})", positive=True)
+    stride: int | tuple[int, int] = setting(224, "sliding window stride in pixels ({default})", positive=True)
+    short_side: int | None = setting(
+        448,
+        "resize the shorter image side to N before inference, 0 to keep the size; results are always at the input's "
+        "size (GroupViT {default}; {other kinds})",
+        metavar="N",
+        zero_means="keep",
+    )
+    topk: int | None = setting(5, "classes kept by the image-level filter ({default})", positive=True)
+    flip: bool = setting(
+        False,
+        "also segment the mirrored image and average the two (test-time augmentation; twice the work; {default})",
+    )
+    prompts: str = setting(
+        "single", "'a photo of a {}.' or the average over 80 ImageNet prompt templates ({default})", choices=PROMPTS
+    )
+    max_long_side: int | None = setting(
+        None,
+        "scale the image less where its long side would pass N, 0 for no cap (the official evaluation caps at 2048) "
+        "(default: {default})",
+        kind=int,
+        metavar="N",
+        zero_means="no cap",
+        group="image",
+    )
+    resize: str = setting(
+        "antialias",
+        "how the image is resized to --short-side: 'antialias' (antialiased when shrinking, better for photos) or "
+        "'official' (as the official GroupViT evaluation: OpenCV's bilinear on the 8-bit image, no antialiasing; "
+        "the benchmarks' default) (default: {default})",
+        choices=RESIZE_METHODS,
+        group="image",
+    )
+    patch_remainder: str = setting(
+        "fit",
+        "sides that are not a multiple of the patch size: 'fit' resizes the crop to the nearest multiple (every pixel "
+        "counts) or 'drop' drops the right and bottom remainder, as the official GroupViT code does "
+        "(default: {default})",
+        choices=PATCH_REMAINDERS,
+        group="image",
+    )
+    # A new segmenter option is one more field here, made with setting(): its default, its command-line option
+    # (--name-with-dashes, in `annofree segment`, `evaluate` and `app`) and its help, once; every caller, the
+    # benchmark protocols and inference.json then know it. Its check goes in __post_init__.
 
     def __post_init__(self) -> None:
         check_background(self.bg_rule, self.bg_thresh)
@@ -98,6 +164,11 @@ class ZeroShotSettings:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def command_line(cls) -> dict[str, CommandLineOption]:
+        """Each setting's command-line option, in field order (the option is ``--`` + the name with dashes)."""
+        return {f.name: f.metadata["command_line"] for f in fields(cls)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], base: ZeroShotSettings | None = None) -> ZeroShotSettings:
@@ -139,8 +210,6 @@ def check_short_side(short_side: int | None) -> int | None:
 
 def check_image_options(max_long_side: int | None, resize: str, patch_remainder: str) -> None:
     """A ``UserError`` for a bad long-side cap, an unknown resize method or an unknown patch remainder rule."""
-    from annofree.inference.resize import RESIZE_METHODS
-
     if max_long_side is not None and (isinstance(max_long_side, bool) or not isinstance(max_long_side, int)
                                       or max_long_side < 1):  # fmt: skip
         raise UserError(f"max_long_side must be positive (or None), got {max_long_side!r}")
@@ -266,6 +335,15 @@ def describe_settings(settings: ZeroShotSettings, sources: Mapping[str, str]) ->
     return "zero-shot settings -- " + "; ".join(said)
 
 
+def settings_notes(
+    settings: ZeroShotSettings, sources: Mapping[str, str], stored: StoredSettings | None = None
+) -> list[str]:
+    """The lines a command or the app says first: the settings line, and a note when the weights' file says they
+    learned from synthetic scenes only."""
+    synthetic = [f"note: {SYNTHETIC_NOTE}"] if stored is not None and stored.synthetic else []
+    return [describe_settings(settings, sources), *synthetic]
+
+
 def differences(settings: ZeroShotSettings, stored: StoredSettings | None) -> dict[str, Any]:
     """The stored values that differ from ``settings`` (empty without a file)."""
     if stored is None:
@@ -292,4 +370,5 @@ __all__ = [
     "differences",
     "parse_stored_settings",
     "resolve_settings",
+    "settings_notes",
 ]

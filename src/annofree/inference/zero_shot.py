@@ -30,14 +30,15 @@ scene with one object can have affinity 0.94 to that object. A model trained wit
 Logits of overlapping windows are averaged (with ``flip=True`` also those of the mirrored image, mirrored
 back), resized bilinearly back to the input size and the label map is their argmax: label 0 is background
 and label ``i`` the i-th class name (with ``with_background=False`` the labels are the class indices
-themselves).
+themselves), in a :class:`annofree.inference.result.SegmentationResult`, the type every segmenter returns. The
+pixel helpers this module shares with DenseSiam, ``viz`` and the ONNX export live in
+:mod:`annofree.inference.pixels`; callers that may hold any model build their segmenter through
+:func:`annofree.inference.segmenters.build_segmenter`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,86 +46,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from annofree.data.images import ImageInput, to_pixel_batch
+from annofree.data.images import to_pixel_batch
 from annofree.errors import UserError
-from annofree.inference.resize import ResizeMethod, rescaled_size, resize_pixels
+from annofree.inference.pixels import (
+    PATCH_RULES,
+    ImageLike,
+    channel_argmax,
+    eval_mode,
+    input_device_dtype,
+    resize_bilinear,
+    resize_short_side,
+    upsample_argmax,
+)
+from annofree.inference.result import SegmentationResult
 from annofree.inference.settings import (
-    BG_RULES,
     DEFAULT_SOURCE,
+    DEFAULTS,
     GIVEN_SOURCE,
     ZeroShotSettings,
-    check_background,
-    check_short_side,
     describe_settings,
     resolve_settings,
+    settings_notes,
 )
 from annofree.inference.sliding import slide, window_boxes
 from annofree.precision import autocast, resolve_precision
 
 BACKGROUND = "background"
 Tokenizer = Callable[..., torch.Tensor]  # (texts, context_length=...) -> LongTensor [N, L]
-ImageLike = ImageInput  # a path, a PIL image, an array or tensor of any dtype and channel count (to_pixel_batch)
-
-
-@dataclass
-class SegmentationResult:
-    """The segmentation of one image.
-
-    ``label_map`` is at the input's resolution; ``logits`` at the resolution the model saw (after the
-    optional short-side resize), so that large photos with many classes stay cheap. ``scores``
-    resizes the logits to the input on demand.
-    """
-
-    label_map: np.ndarray  # [H, W] int64; class_names[label] names each pixel
-    class_names: list[str]  # per label id, "background" first when the segmenter has one
-    logits: torch.Tensor  # [K, h, w] float32 on the CPU, K = len(class_names)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """``(height, width)`` of the input image."""
-        return int(self.label_map.shape[0]), int(self.label_map.shape[1])
-
-    @property
-    def scores(self) -> torch.Tensor:
-        """``[K, H, W]`` per-class scores at the input's resolution (argmax equals ``label_map``)."""
-        return _resize(self.logits[None], self.size)[0]
-
-    def fractions(self) -> dict[str, float]:
-        """Fraction of the image's pixels given to each class (background included), in label order."""
-        counts = np.bincount(self.label_map.ravel(), minlength=len(self.class_names))
-        total = max(int(self.label_map.size), 1)
-        return {name: float(n) / total for name, n in zip(self.class_names, counts, strict=True)}
 
 
 # ----------------------------------------------------------------------------- text side
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside, the model's previous mode restored after.
-
-    A model that is not a torch module (``OnnxGroupViT``) has no mode: only gradients are turned off.
-    """
-    if not isinstance(model, nn.Module):
-        with torch.no_grad():
-            yield
-        return
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def input_device_dtype(model) -> tuple[torch.device, torch.dtype]:
-    """Device and dtype of the model's inputs: its first parameter's for a torch module; a model run
-    elsewhere (``OnnxGroupViT``) names them as ``device`` and ``dtype`` attributes."""
-    if isinstance(model, nn.Module):
-        param = next(model.parameters())
-        return param.device, param.dtype
-    return model.device, model.dtype
 
 
 def check_class_names(class_names: Sequence[str]) -> list[str]:
@@ -196,7 +147,7 @@ def group_class_affinity(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
     scale: float | torch.Tensor,
-    topk: int | None = 5,
+    topk: int | None = DEFAULTS.topk,
 ) -> torch.Tensor:
     """``[B, G, C]`` affinity of each group to each class, filtered by the image's top-k classes.
 
@@ -215,7 +166,7 @@ def group_class_affinity(
 
 
 def group_class_similarity(
-    group_embeds: torch.Tensor, image_embeds: torch.Tensor, text_embeds: torch.Tensor, topk: int | None = 5
+    group_embeds: torch.Tensor, image_embeds: torch.Tensor, text_embeds: torch.Tensor, topk: int | None = DEFAULTS.topk
 ) -> torch.Tensor:
     """``[B, G, C]`` cosine similarity of each group to each class; classes outside the image's top-k are -1.
 
@@ -235,14 +186,7 @@ def group_maps(grouping: torch.Tensor, grid: tuple[int, int], size: tuple[int, i
     """Soft grouping ``[B, h*w, G]`` on the patch grid -> ``[B, H, W]`` index of each pixel's group."""
     batch, _, groups = grouping.shape
     maps = grouping.transpose(1, 2).reshape(batch, groups, *grid)
-    return channel_argmax(_resize(maps, size), dim=1)
-
-
-def channel_argmax(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """``x.argmax(dim)`` (the first index wins ties): ``max``'s indices, which torch's CPU kernels find several
-    times faster than ``argmax`` along a dimension that is not the last (a 448 x 448 map of 8 groups: 4 ms, not
-    23)."""
-    return x.max(dim=dim).indices
+    return channel_argmax(resize_bilinear(maps, size), dim=1)
 
 
 def pixel_logits(group_index: torch.Tensor, affinity: torch.Tensor, bg_thresh: float | None) -> torch.Tensor:
@@ -277,73 +221,6 @@ def pixel_scores(group_index: torch.Tensor, group_scores: torch.Tensor) -> torch
     classes = group_scores.shape[-1]
     flat = group_index.reshape(batch, -1, 1).expand(-1, -1, classes)
     return group_scores.gather(1, flat).transpose(1, 2).reshape(batch, classes, height, width)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], max_elements: int = 1 << 25) -> torch.Tensor:
-    """``argmax`` over K of ``logits [K, h, w]`` resized bilinearly to ``size``, in class chunks.
-
-    Equal to ``resize(logits).argmax(0)`` (first index wins ties) without holding all K full-size
-    maps at once: a 12-Mpx photo with 150 classes would need 7 GB.
-    """
-    classes = logits.shape[0]
-    chunk = max(1, max_elements // max(1, size[0] * size[1]))
-    if chunk >= classes:
-        return channel_argmax(_resize(logits[None].float(), size)[0], dim=0)
-    best_value = best_index = None
-    for start in range(0, classes, chunk):
-        part = _resize(logits[None, start : start + chunk].float(), size)[0]
-        value, index = part.max(dim=0)
-        index = index + start
-        if best_value is None:
-            best_value, best_index = value, index
-        else:
-            better = value > best_value  # strict: an earlier class keeps a tie, as argmax does
-            best_value = torch.where(better, value, best_value)
-            best_index = torch.where(better, index, best_index)
-    return best_index
-
-
-def resize_short_side(
-    pixels: torch.Tensor, short_side: int, max_long_side: int | None = None, method: ResizeMethod = "antialias"
-) -> torch.Tensor:
-    """Resize ``[B, C, H, W]`` so that its shorter side is ``short_side`` (or its long side ``max_long_side``
-    when that comes first), keeping the aspect ratio; ``method`` as ``annofree.inference.resize``."""
-    size = rescaled_size(int(pixels.shape[-2]), int(pixels.shape[-1]), short_side, max_long_side)
-    return resize_pixels(pixels, size, method)
-
-
-def fit_to_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
-    """Resize to the nearest multiple of the patch size on each side (at least one patch).
-
-    The patch embedding would otherwise drop the border pixels that do not fill a patch; resizing
-    (rather than padding) keeps every patch on real content, and the grouping maps are resized back
-    to the crop's own size afterwards, so the output aligns with the input exactly.
-    """
-    height, width = pixels.shape[-2:]
-    size = (max(1, round(height / patch)) * patch, max(1, round(width / patch)) * patch)
-    return _resize(pixels, size)
-
-
-def drop_patch_remainder(pixels: torch.Tensor, patch: int) -> torch.Tensor:
-    """The crop the official patch convolution sees: the right and bottom pixels that do not fill a patch
-    dropped (the grouping maps are then stretched over the whole crop). A side shorter than one patch, which
-    the official code cannot take, is resized to one patch."""
-    height, width = pixels.shape[-2:]
-    if height < patch or width < patch:
-        return fit_to_patches(pixels, patch)
-    return pixels[..., : height // patch * patch, : width // patch * patch]
-
-
-PATCH_RULES = {"drop": drop_patch_remainder, "fit": fit_to_patches}  # patch_remainder -> what the model sees
 
 
 def inference_precision(model, requested: str) -> tuple[str, str]:
@@ -391,6 +268,7 @@ class ZeroShotSegmenter:
             ``"auto"`` (bf16 where the device runs it natively, :func:`annofree.precision.resolve_precision`).
             The class embeddings and everything after the encoder stay in float32. ``self.precision`` holds the
             choice, ``self.precision_reason`` why.
+        source: how :meth:`describe_settings` names ``settings`` and ``options`` (e.g. "the command line").
         **options: single settings, e.g. ``bg_thresh=0.3``; an unknown name is a one-line error.
     """
 
@@ -405,11 +283,12 @@ class ZeroShotSegmenter:
         windows_per_batch: int = 8,
         tokenizer: Tokenizer | None = None,
         precision: str = "fp32",
+        source: str = GIVEN_SOURCE,
         **options: Any,
     ):
         stored = getattr(model, "inference_settings", None) if settings is None else None
         self.settings, self.sources = resolve_settings(
-            stored, options, base=settings, base_source=DEFAULT_SOURCE if settings is None else GIVEN_SOURCE
+            stored, options, source, base=settings, base_source=DEFAULT_SOURCE if settings is None else source
         )
         if self.settings.mode == "slide":
             try:  # validate window and stride now rather than on the first image
@@ -425,15 +304,24 @@ class ZeroShotSegmenter:
         templates = self.settings.template() if template is None else template
         self.text_embeds = class_embeddings(model, self.class_names, templates, tokenizer)
 
-    def __getattr__(self, name: str) -> Any:
-        """The settings' fields read as the segmenter's own (``segmenter.bg_thresh``)."""
-        if name in ZeroShotSettings.field_names():
-            return getattr(self.__dict__["settings"], name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
     def describe_settings(self) -> str:
         """One line: the settings in use and where each came from (given, the weights' file, the defaults)."""
         return describe_settings(self.settings, self.sources)
+
+    @property
+    def short_side(self) -> int | None:
+        """The shorter side the model sees (``None``: the image's own size)."""
+        return self.settings.short_side
+
+    def notes(self) -> list[str]:
+        """What a command says before segmenting: the settings line, a note for weights trained on synthetic
+        scenes only, and one for each group of classes these weights cannot tell apart."""
+        lines = settings_notes(self.settings, self.sources, getattr(self.model, "inference_settings", None))
+        for same in self.indistinguishable_classes():
+            alike = ", ".join(same)
+            lines.append(f"note: these weights embed the classes {alike} alike (words they never learned?): they "
+                         f"cannot tell them apart, and {same[0]} wins wherever one of them does")  # fmt: skip
+        return lines
 
     def indistinguishable_classes(self, tolerance: float = 1e-4) -> list[list[str]]:
         """Groups of class names whose prompts these weights embed alike (cosine within ``tolerance`` of 1).
@@ -518,27 +406,14 @@ class ZeroShotSegmenter:
 
 __all__ = [
     "BACKGROUND",
-    "BG_RULES",
-    "PATCH_RULES",
-    "SegmentationResult",
     "ZeroShotSegmenter",
-    "channel_argmax",
-    "check_background",
     "check_class_names",
-    "check_short_side",
     "class_embeddings",
-    "drop_patch_remainder",
-    "eval_mode",
-    "fit_to_patches",
     "group_class_affinity",
     "group_class_similarity",
     "group_maps",
     "inference_precision",
-    "input_device_dtype",
     "pixel_logits",
     "pixel_scores",
-    "resize_short_side",
     "similarity_logits",
-    "to_pixel_batch",
-    "upsample_argmax",
 ]

@@ -123,7 +123,7 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSE
     The model is exported in eval mode (its mode is restored); the config is written last, so a directory
     with ``onnx_config.json`` holds a complete export. Returns the three paths.
     """
-    from annofree.inference.zero_shot import eval_mode
+    from annofree.inference.pixels import eval_mode
     from annofree.models import GroupViT
     from annofree.weights import atomic_write
 

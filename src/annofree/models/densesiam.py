@@ -100,6 +100,8 @@ class Encoded(NamedTuple):
 
 
 class DenseSiam(nn.Module):
+    method = "densesiam"  # the method these weights belong to: how annofree.inference.segmenters builds a segmenter
+
     def __init__(self, config: DenseSiamConfig | None = None):
         super().__init__()
         cfg = self.config = config or DenseSiamConfig()

@@ -35,6 +35,8 @@ class GroupViT(nn.Module):
     into the ids ``encode_text`` takes, at this model's context length.
     """
 
+    method = "groupvit"  # the method these weights belong to: how annofree.inference.segmenters builds a segmenter
+
     def __init__(self, config: GroupViTConfig | None = None):
         super().__init__()
         self.config = config = config or GroupViTConfig()

@@ -73,6 +73,41 @@ def test_train_then_resume_with_the_saved_config(tmp_path: Path) -> None:
     assert [r["step"] for r in read_log(out / "log.jsonl")] == [2, 4]
 
 
+def test_auto_resume_starts_a_new_run_and_continues_a_saved_one(tmp_path: Path, monkeypatch, capsys) -> None:
+    out = tmp_path / "run"
+    path = _config_file(tmp_path)
+    # The one command a launcher repeats: a fresh start the first time ...
+    argv = ["train", "toy", "--config", str(path), "--data", "toy", "--out", str(out), "--auto-resume"]
+    assert main([*argv, "train.steps=2"]) == 0
+    assert load_state(out)["step"] == 2 and "resuming" not in capsys.readouterr().out
+    # ... a resume from the checkpoint afterwards, with or without --config.
+    assert main([*argv, "train.steps=4"]) == 0
+    assert load_state(out)["step"] == 4 and "resuming from step 2" in capsys.readouterr().out
+    assert main(["train", "toy", "--out", str(out), "--auto-resume", "train.steps=5"]) == 0
+    assert load_state(out)["step"] == 5
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [2, 4, 5]
+    # Without a saved run it needs a config like any fresh start, and it creates nothing.
+    with pytest.raises(UserError, match=r"--config is required \(except with --resume, or --auto-resume on a saved"):
+        train_cli.resolve_config(_parse(["train", "toy", "--out", str(tmp_path / "none"), "--auto-resume"]))
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(SystemExit):
+        _parse(["train", "toy", "--out", "o", "--resume", "--auto-resume"])  # one or the other
+
+
+def test_auto_resume_refuses_ranks_that_see_different_run_folders(tmp_path: Path, monkeypatch) -> None:
+    from annofree.engine import distributed, trainer
+
+    out = tmp_path / "run"
+    trainer.train(toy_config(train={"steps": 2, "save_every": 0}), out, data="toy")
+    with pytest.raises(ValueError, match="resume must be True, False or 'auto'"):
+        trainer.train(toy_config(), out, data="toy", resume="yes")
+    # What rank 0 learns when another node's --out is a folder of its own without the checkpoint.
+    monkeypatch.setattr(distributed, "all_gather_objects", lambda resume: [resume, not resume])
+    with pytest.raises(UserError, match=r"rank\(s\) 1 find no training state there but others do; put --out on a"):
+        trainer.train(toy_config(train={"steps": 4}), out, data="toy", resume="auto")
+    assert load_state(out)["step"] == 2
+
+
 def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder`` with its bytes and modification time."""
     return {

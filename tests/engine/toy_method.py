@@ -8,7 +8,9 @@ from generators seeded by (seed, epoch, rank, batch index), as a real data pipel
 from __future__ import annotations
 
 import copy
+import os
 import random
+import signal
 import time
 from typing import Any
 
@@ -36,6 +38,8 @@ class ToyMethod(Method):
         self.crash_at = toy.get("crash_at")
         self.nan_from = toy.get("nan_from")  # the loss becomes NaN from this step on
         self.step_delay = float(toy.get("step_delay", 0.0))  # seconds of sleep before each step (signal tests)
+        # SIGKILL rank kill_rank before step kill_at, in torchrun's first attempt only (elastic restart tests)
+        self.kill_at, self.kill_rank = toy.get("kill_at"), int(toy.get("kill_rank", 0))
         self.step = 0
         self.pred_dtype: torch.dtype | None = None
         self.net = nn.Sequential(nn.Linear(IN_FEATURES, HIDDEN), nn.LayerNorm(HIDDEN), nn.Linear(HIDDEN, OUT_FEATURES))
@@ -95,6 +99,9 @@ class ToyMethod(Method):
             time.sleep(self.step_delay)
         if self.crash_at is not None and step == self.crash_at:
             raise RuntimeError(f"toy crash before step {step}")
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if step == self.kill_at and first_attempt and int(os.environ.get("RANK", "0")) == self.kill_rank:
+            os.kill(os.getpid(), signal.SIGKILL)  # as a lost node: no handler, no last words
 
 
 # The runs of the torchrun test (toy_worker.py): plain (no randomness), and noisy (for exact resume).

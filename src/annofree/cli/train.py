@@ -6,9 +6,12 @@ Examples::
         --out runs/tiny optim.lr=1e-3 train.steps=2000
     torchrun --nproc_per_node=4 -m annofree train groupvit --config c.yaml --data ... --out runs/x
     annofree train groupvit --out runs/tiny --resume          # the saved config.yaml and data, continued exactly
+    torchrun --max-restarts 3 ... -m annofree train groupvit --config c.yaml --out runs/x --auto-resume
 
 Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next step boundary and exits with 130 or 143; a
-second signal stops at once.
+second signal stops at once. ``--auto-resume`` resumes when --out holds a checkpoint and starts fresh when it
+does not, so the one command that torchrun (``--max-restarts``) or a batch scheduler repeats after a failure
+continues the run instead of being refused.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from annofree.engine.checkpoint import CONFIG_NAME
+from annofree.engine.checkpoint import CONFIG_NAME, has_state
 from annofree.engine.config import load_config, packaged_configs
 from annofree.errors import UserError
 
@@ -70,7 +73,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="run directory: weights, config, logs, state"
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    resume.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the run in --out when it holds a checkpoint, else start it: for commands that a launcher "
+        "repeats after a failure (torchrun --max-restarts, a requeued batch job)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
@@ -79,13 +89,13 @@ def resolve_config(args: argparse.Namespace) -> dict:
     """The config file (or, for --resume without --config, the run's saved one) with the overrides applied."""
     if args.config is not None:
         config = load_config(args.config, args.overrides)
-    elif args.resume:
+    elif args.resume or (args.auto_resume and has_state(args.out)):
         saved = args.out / CONFIG_NAME
         if not saved.is_file():
             raise UserError(f"{args.out}: no {CONFIG_NAME} to resume from; give --config")
         config = load_config(saved, args.overrides)
     else:
-        raise UserError("--config is required (except with --resume)")
+        raise UserError("--config is required (except with --resume, or --auto-resume on a saved run)")
     if config.get("method") is None:
         config["method"] = args.method
     elif config["method"] != args.method:
@@ -96,5 +106,5 @@ def resolve_config(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from annofree.engine.trainer import train  # torch and the methods load only when training
 
-    train(resolve_config(args), args.out, data=args.data, resume=args.resume)
+    train(resolve_config(args), args.out, data=args.data, resume="auto" if args.auto_resume else args.resume)
     return 0

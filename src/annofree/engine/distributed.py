@@ -174,6 +174,22 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return gathered
 
 
+def launch_warnings() -> list[str]:
+    """What to say about how torchrun started this process (one line per problem; none when it is fine).
+
+    torchrun shares its own rendezvous store with the workers by default, and the workers of a restart
+    (``--max-restarts``) can then read the previous attempt's connection keys from it: on torch 2.13 with
+    gloo, the restarted group failed to connect or hung. ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` gives every
+    attempt a fresh store."""
+    restarts = _env_int("TORCHELASTIC_MAX_RESTARTS", 0)
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and _env_int("WORLD_SIZE", 1) > 1:
+        return [
+            f"warning: torchrun --max-restarts {restarts} with its shared store: a restarted job may not connect "
+            "(it reads the previous attempt's keys); launch torchrun with TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"
+        ]
+    return []
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA), numpy and python ``random``; the loop uses ``seed + rank``."""
     torch.manual_seed(seed)

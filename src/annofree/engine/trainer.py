@@ -21,7 +21,9 @@ dropped in the batch); it is summed over ranks and logged as a running total.
 Before any set-up, the run folder is checked writable and locked (:func:`annofree.folders.open_out_dir`,
 by rank 0 only), so a read-only disk or a second run into the same folder is refused at once. The data
 is recorded in the saved config (``train.data``, absolute), so ``--resume`` needs only the folder. A
-resume writes nothing until its first checkpoint: a refused one leaves the run as it was. SIGINT and
+resume writes nothing until its first checkpoint: a refused one leaves the run as it was. ``resume="auto"``
+(``--auto-resume``) resumes when the folder holds a training state and starts fresh otherwise, so one command
+serves the first launch and every elastic restart (``torchrun --max-restarts``, a requeued job). SIGINT and
 SIGTERM save a checkpoint at the next step boundary and raise
 :class:`~annofree.engine.interrupt.Interrupted` (see :mod:`annofree.engine.interrupt`).
 """
@@ -230,18 +232,22 @@ def _previous_state(out_dir: Path, resume: bool) -> dict[str, Any] | None:
     return None
 
 
-def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = None, resume: bool = False) -> TrainResult:
+def train(
+    config: dict[str, Any], out_dir: str | Path, *, data: str | None = None, resume: bool | str = False
+) -> TrainResult:
     """Train ``config["method"]`` into ``out_dir``; with ``resume``, continue exactly from its last checkpoint.
 
     ``data`` is the method's data (shard pattern, folder, ...); ``config["train"]["data"]`` when None (a
-    resumed run's saved config holds the data it was started with). Launch under ``torchrun`` for several
-    processes; without it this is a single process.
+    resumed run's saved config holds the data it was started with). ``resume="auto"`` resumes when
+    ``out_dir`` holds a training state and starts a fresh run otherwise (for launchers that restart the same
+    command). Launch under ``torchrun`` for several processes; without it this is a single process.
     """
     cfg = resolve_engine_config(config)
     if not cfg["method"]:
         raise UserError("the config names no method (set `method: NAME`)")
     method_cls = get_method(cfg["method"])
     out_dir = Path(out_dir)
+    resume = _wants_resume(resume, out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for the run (it is created if missing)")
     if data is not None:  # relative to the working directory, recorded absolute for a resume from anywhere
@@ -254,6 +260,7 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
     if resume and not checkpoint.has_state(out_dir):
         checkpoint.load_state(out_dir)  # the clear "nothing to resume" error, before anything is created
     env = distributed.setup(cfg["train"]["device"])
+    _check_same_run_folder(out_dir, resume)
     lock = _open_run_dir(out_dir, env)
     try:
         state = _previous_state(out_dir, resume)
@@ -269,6 +276,27 @@ def train(config: dict[str, Any], out_dir: str | Path, *, data: str | None = Non
     finally:
         if lock is not None:
             lock.release()
+
+
+def _wants_resume(resume: bool | str, out_dir: Path) -> bool:
+    """``resume`` as a yes or no: ``"auto"`` is yes when ``out_dir`` holds a training state."""
+    if resume == "auto":
+        return checkpoint.has_state(out_dir)
+    if isinstance(resume, bool):
+        return resume
+    raise ValueError(f"resume must be True, False or 'auto', got {resume!r}")
+
+
+def _check_same_run_folder(out_dir: Path, resume: bool) -> None:
+    """Every rank reads the checkpoint it resumes from (only rank 0 writes it), so all ranks must see one
+    folder: nodes that each have their own would start some ranks afresh and resume others (collective)."""
+    seen = distributed.all_gather_objects(resume)
+    if len(set(seen)) > 1:
+        without = ", ".join(str(rank) for rank, has in enumerate(seen) if not has)
+        raise UserError(
+            f"{out_dir}: rank(s) {without} find no training state there but others do; put --out on a file "
+            "system that every node shares"
+        )
 
 
 def _check_data(cfg: dict[str, Any]) -> None:
@@ -464,13 +492,13 @@ def _train(
     total, accum, batch_size = train_cfg["steps"], cfg["optim"]["accum_steps"], train_cfg["batch_size"]
     run = _Run(cfg, method_cls, env)
     method = run.method
-    progress, notes = Progress(), []
+    progress, notes = Progress(), distributed.launch_warnings()
     if state is None:
         distributed.seed_everything(cfg["seed"] + env.rank)
     else:
         run.load(state)
         progress = checkpoint.progress_of(state)
-        notes = _resume_notes(cfg, out_dir, state, env)
+        notes += _resume_notes(cfg, out_dir, state, env)
         if state["world_size"] == env.world_size:
             checkpoint.restore_rng(state["rng"][env.rank], env.device)
         else:  # another world size: the ranks' streams cannot continue; start fresh ones tied to the step

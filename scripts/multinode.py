@@ -162,8 +162,9 @@ class Launcher:
     def stop_all(self) -> None:
         for node in self.nodes:
             if node.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.process.pid, signal.SIGKILL)  # the agent and its workers: one session
+                for pid in [node.process.pid, *descendants(node.process.pid)]:  # the agent, its workers, theirs
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 node.process.wait()
 
 
@@ -229,8 +230,9 @@ def wait(nodes: list[Node], timeout: float) -> None:
             raise RuntimeError(f"{node.name} exited with {node.process.returncode}\n{node.tail()}")
 
 
-def worker_of(agent_pid: int) -> int | None:
-    """The training worker that a torchrun agent started: its direct child running ``annofree``."""
+def processes() -> dict[int, tuple[int, list[bytes]]]:
+    """Every process: pid -> (parent pid, command line)."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -239,9 +241,26 @@ def worker_of(agent_pid: int) -> int | None:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # gone meanwhile
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        table[int(entry.name)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmdline)
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes under ``pid``, children first (torchrun starts its workers in sessions of their own)."""
+    table, found, frontier = processes(), [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, (ppid, _) in table.items() if ppid == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def worker_of(agent_pid: int) -> int | None:
+    """The training worker that a torchrun agent started: its direct child running ``annofree``."""
+    for pid, (parent, cmdline) in processes().items():
         if parent == agent_pid and b"annofree" in cmdline:
-            return int(entry.name)
+            return pid
     return None
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,29 @@ def test_two_nodes_equal_one_and_a_killed_worker_is_restarted_to_the_same_weight
     assert figures["restarted_vs_uninterrupted_max_abs_diff"] == 0.0
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert f"{multinode.PREFIX}-{process.pid}-" not in listing  # its namespaces are gone
+
+
+@needs_namespaces
+def test_sigterm_mid_run_stops_every_process_and_removes_the_namespaces() -> None:
+    process = subprocess.Popen([sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline, workers = time.monotonic() + 300, []
+        while time.monotonic() < deadline and not workers:  # until both nodes' workers train
+            time.sleep(0.5)
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            table = multinode.processes()
+            workers = [pid for pid in multinode.descendants(process.pid) if b"train" in table.get(pid, (0, []))[1]]
+            workers = workers if len(workers) >= 2 else []
+        assert workers, "no workers started"
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 128 + signal.SIGTERM
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]  # none left running, orphaned or not
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"{multinode.PREFIX}-{process.pid}-" not in listing
 
 
 def test_the_arguments_must_put_a_checkpoint_before_the_kill() -> None:

@@ -17,7 +17,7 @@ from annofree.engine.trainer import train
 from annofree.errors import UserError
 from annofree.methods.groupvit import GroupViTMethod
 from annofree.sections import ConfigError
-from tests.data.test_shards import as_list, key_sample, keys_of, tiny_image
+from tests.data.shard_helpers import as_list, key_sample, keys_of, run, tiny_image, write_samples
 from tests.methods.test_groupvit import TINY_MODEL
 
 
@@ -138,3 +138,22 @@ def test_weights_that_do_not_fit_the_data_given_to_train_are_refused_before_any_
     with pytest.raises(ConfigError, match=r"data.source_weights: must be one weight per '::'-separated source .*\(2\)"):
         train(config, tmp_path / "run", data=two_sources)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_shard_order_is_shuffled_per_epoch(tmp_path):
+    write_samples(tmp_path, 12, per_shard=2)
+    orders = []
+    for epoch in (0, 1):
+        keys = keys_of(run(str(tmp_path), batch_size=1, shuffle_buffer=1, seed=0, epoch=epoch))
+        shards = [int(key) // 2 for key in keys]
+        assert shards[::2] == shards[1::2]  # without a shuffle buffer, each shard is read in one go
+        orders.append(shards[::2])
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(6))
+    assert orders[0] != orders[1]
+
+
+def test_a_partial_last_shard_is_shared_so_parts_stay_balanced(tmp_path):
+    write_samples(tmp_path, 26, per_shard=6)  # shards of 6, 6, 6, 6 and 2 samples
+    for epoch in range(4):
+        counts = [len(keys_of(run(str(tmp_path), batch_size=1, epoch=epoch, rank=r, world_size=4))) for r in range(4)]
+        assert sorted(counts) == [6, 6, 7, 7], f"epoch {epoch}: {counts}"

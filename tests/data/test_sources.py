@@ -24,11 +24,20 @@ from annofree.data.sources import (
     read_shard,
     split_outside_braces,
 )
-from annofree.data.tar_reading import iter_tar_samples
+from annofree.data.spec import LoaderSpec
+from annofree.data.stream import image_text_batches
 from annofree.data.writer import ShardWriter
 from annofree.engine.config import resolve_path_value
 from annofree.errors import UserError
-from tests.data.test_shards import keys_of, run, write_directory_order_tar, write_samples
+from tests.data.shard_helpers import (
+    as_list,
+    key_sample,
+    keys_of,
+    run,
+    write_directory_order_tar,
+    write_folder,
+    write_samples,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -265,13 +274,40 @@ def test_open_shard_sorts_errors_into_transient_and_not(tmp_path, served):
     stream.close()
 
 
-def test_a_truncated_compressed_shard_is_reported(tmp_path):
-    import gzip
+def test_expand_shards_accepts_patterns_files_directories_and_lists(tmp_path):
+    first = write_samples(tmp_path / "a", 6, per_shard=2).shard_paths
+    second = write_samples(tmp_path / "b", 2, per_shard=2).shard_paths
+    a = [str(path) for path in first]
+    assert expand_shards(str(tmp_path / "a" / "{000000..000002}.tar")) == a
+    assert expand_shards(a[1]) == [a[1]]
+    assert expand_shards(str(tmp_path / "a")) == a
+    both = f"{tmp_path}/a/{{000000,000002}}.tar, {tmp_path / 'b'},{a[0]}"
+    assert expand_shards(both) == [a[0], a[2], str(second[0])]  # a[0] only once
 
-    write_samples(tmp_path, 4, per_shard=4)
-    packed = gzip.compress((tmp_path / "000000.tar").read_bytes())
-    (tmp_path / "whole.tar.gz").write_bytes(packed)
-    assert [key for key, _ in iter_tar_samples(str(tmp_path / "whole.tar.gz"))] == [f"{i:06d}" for i in range(4)]
-    (tmp_path / "cut.tar.gz").write_bytes(packed[: len(packed) * 3 // 4])
-    with pytest.raises(UserError, match="damaged shard"):
-        list(iter_tar_samples(str(tmp_path / "cut.tar.gz")))
+    missing = str(tmp_path / "a" / "{000000..000009}.tar")
+    with pytest.raises(UserError, match=r"\{000000\.\.000009\}\.tar: 7 of 10"):
+        expand_shards(missing)
+    with pytest.raises(UserError, match=r"nowhere\.tar"):
+        expand_shards(str(tmp_path / "nowhere.tar"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no shard files"):
+        expand_shards(str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"missing\.tar"):
+        image_text_batches(LoaderSpec(data=str(tmp_path / "missing.tar"), batch_size=1), key_sample, as_list)
+
+
+@pytest.mark.parametrize("name", ["captions.csv", "captions.tsv", "part-0.PARQUET"])
+def test_a_table_given_as_shards_points_to_annofree_data_shards(tmp_path, name):
+    (tmp_path / name).write_text("url\tcaption\nimg0.png\ta caption\n")
+    with pytest.raises(UserError, match=rf"{name}: a table, not webdataset shards.*annofree data shards .*{name} OUT"):
+        run(str(tmp_path / name))
+    for part in ("a", "b"):
+        (tmp_path / f"{part}.csv").write_text("url,caption\n")
+    with pytest.raises(UserError, match=r"a\.csv: a table"):  # in a brace pattern too
+        expand_shards(str(tmp_path / "{a,b}.csv"))
+
+
+def test_a_folder_of_captioned_images_given_as_shards_points_to_annofree_data_shards(tmp_path):
+    write_folder(tmp_path / "folder", 2)
+    with pytest.raises(UserError, match=r"holds no shard files .*annofree data shards SRC OUT"):
+        run(str(tmp_path / "folder"))

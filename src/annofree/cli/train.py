@@ -68,7 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument(
         "--data",
         metavar="PATTERN",
-        help="training data, e.g. 'shards/{000000..000099}.tar' (else train.data; a resumed run remembers it)",
+        help="training data, e.g. 'shards/{000000..000099}.tar', 'pipe:CMD', 'https://host/{0..9}.tar', "
+        "'s3://bucket/{0..9}.tar', sources joined with '::' (else train.data; a resumed run remembers it)",
     )
     parser.add_argument(
         "--out", type=Path, required=True, metavar="DIR", help="run directory: weights, config, logs, state"

@@ -14,6 +14,7 @@ from annofree.data.check import check_shards, length_summary, spread
 from annofree.data.shards import ShardWriter
 from annofree.errors import UserError
 from tests.data.test_img2dataset import img2dataset_folder
+from tests.data.test_sources import ShardServer
 
 IMAGE = np.full((16, 16, 3), 120, dtype=np.uint8)
 
@@ -119,3 +120,19 @@ def test_length_summary_and_spread():
     items = [str(n) for n in range(10)]
     assert spread(items, None) == items and spread(items, 20) == items
     assert spread(items, 1) == ["0"] and spread(items, 2) == ["0", "9"] and len(set(spread(items, 3))) == 3
+
+
+def test_shards_over_http_and_through_a_pipe_are_checked_as_training_reads_them(tmp_path):
+    for number in range(3):
+        write_shard(tmp_path, number, ["a red car", "a blue boat"], bad_image_at=1 if number == 1 else None)
+    local = check_shards(str(tmp_path / "{000000..000002}.tar")).total
+    assert local["samples"] == 5 and local["corrupt_by_reason"] == {"corrupt_image": 1}
+    piped = check_shards(f"pipe:cat {tmp_path}/{{000000..000002}}.tar").total
+    assert piped["samples"] == 5 and piped["corrupt_by_reason"] == {"corrupt_image": 1}
+    server = ShardServer(tmp_path)
+    server.missing.add("000002.tar")
+    try:
+        report = check_shards(f"{server.url}/{{000000..000002}}.tar")
+    finally:
+        server.close()
+    assert report.total["samples"] == 3 and report.shards[2].error.startswith("HTTP 404")

@@ -14,9 +14,11 @@ and in total, :func:`check_shards` counts
   the others fall back to the raw caption as their prompts;
 - beside img2dataset shards, what its ``NNNNN_stats.json`` says: URLs tried and downloaded (link rot).
 
-A shard that cannot be read to its end (missing, not a tar, truncated, samples not grouped by key) is reported
-with the reason, and its samples before the damage are counted; it never stops the check. ``max_shards`` checks
-that many shards spread evenly over the list (a sample of a huge corpus). Use::
+Shards are read as training reads them, local or remote (``pipe:``, HTTP(S), fsspec URLs:
+:mod:`annofree.data.sources`, retries included). A shard that cannot be read to its end (missing, unreachable,
+not a tar, truncated, samples not grouped by key) is reported with the reason, and its samples before the damage
+are counted; it never stops the check. ``max_shards`` checks that many shards spread evenly over the list (a
+sample of a huge corpus). Use::
 
     report = check_shards("shards/{00000..00331}.tar", max_shards=20)
     report.total["samples"], report.total["tokens"]["p95"], report.to_dict()  # JSON-ready
@@ -38,8 +40,9 @@ from annofree.data.shards import (
     CAPTION_EXTENSION,
     IMAGE_EXTENSIONS,
     CorruptShardError,
+    ShardSourceError,
     expand_shards,
-    iter_tar_samples,
+    read_shard,
 )
 from annofree.data.tokenizer import CONTEXT_LENGTH, get_tokenizer
 from annofree.errors import UserError
@@ -178,7 +181,7 @@ def check_shard(path: str, context_length: int = CONTEXT_LENGTH, stop_nouns: Ite
             check.words[len(caption.split())] += 1
             check.cut += tokens + 2 > context_length  # start and end tokens take two places
             check.with_noun += bool(prompt_nouns(caption, stop_nouns))
-    except CorruptShardError as exc:
+    except (CorruptShardError, ShardSourceError) as exc:  # local or remote, as training reads them
         check.error = str(exc).removeprefix(f"{path}: ")
     return check
 
@@ -186,7 +189,7 @@ def check_shard(path: str, context_length: int = CONTEXT_LENGTH, stop_nouns: Ite
 def _samples(path: str, check: ShardCheck) -> Iterator[tuple[str, str, bytes]]:
     """``(key, caption, image bytes)`` of the samples with an image and a non-empty UTF-8 caption, as training
     reads them; the others are counted in ``check`` by the training reader's reasons."""
-    for key, files in iter_tar_samples(path, (*IMAGE_EXTENSIONS, CAPTION_EXTENSION)):
+    for key, files in read_shard(path, (*IMAGE_EXTENSIONS, CAPTION_EXTENSION)):
         name = f"{path}:{key}"
         extension = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
         if extension is None:

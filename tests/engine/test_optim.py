@@ -39,6 +39,24 @@ def test_weight_decay_only_on_matrices_not_named_out() -> None:
     assert _names(model, decay) == {"proj.weight", "group_token"}
 
 
+def test_decay_all_decays_norms_and_biases_too() -> None:
+    """The DenseSiam release (and SimSiam) decay every parameter; the default exempts norms and biases."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    (everything,) = param_groups(model, weight_decay=1e-4, decay_all=True)
+    assert everything["weight_decay"] == 1e-4
+    assert _names(model, everything) == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    decay, no_decay = param_groups(model, weight_decay=1e-4)
+    assert _names(model, decay) == {"0.weight"} and _names(model, no_decay) == {"0.bias", "1.weight", "1.bias"}
+    sgd = build_optimizer(model, {"name": "sgd", "weight_decay": 1e-4, "decay_all": True}, lr=0.05)
+    assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4] and len(sgd.param_groups[0]["params"]) == 4
+    # One step from zero gradients: only decay moves a parameter, so the BN weight shrinks with decay_all.
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    before = model[1].weight.detach().clone()
+    sgd.step()
+    assert (model[1].weight < before).all()
+
+
 def test_unknown_no_weight_decay_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="group_tokn"):
         param_groups(Net(), 0.05, {"group_tokn"})

@@ -14,7 +14,7 @@ from annofree.cli import main as cli_main
 from annofree.data.views import View
 from annofree.engine.trainer import train
 from annofree.errors import UserError
-from annofree.methods.densesiam import DenseSiamMethod, output_std
+from annofree.methods.densesiam import DenseSiamMethod, image_seeds, output_std
 from annofree.models import DenseSiam
 from annofree.weights import read_weights
 
@@ -197,27 +197,58 @@ def write_images(folder, count: int, size: int = 40) -> None:
         Image.fromarray(image).save(target)
 
 
-def run_config(steps: int = 4) -> dict:
+# The release's own laws (configs/densesiam/cocostuff27_segment.yaml), at the tiny scale.
+RELEASE_DATA = {"fixed_views": True, "replay": "release",
+                "view1": {"size": 32, "crop_law": "square", "antialias": False, "blur_law": "release"}}  # fmt: skip
+
+
+def run_config(steps: int = 4, release: bool = False) -> dict:
     return {
         "seed": 2,
         "method": "densesiam",
         "mode": "segment",
         "model": TINY_MODEL,
-        "data": {"image_size": 40, "view1": {"size": 32}},
+        "data": {"image_size": 40, **(RELEASE_DATA if release else {"view1": {"size": 32}})},
         "loss": {"region_start": 3},  # switched on after the resume point
-        "optim": {"name": "sgd", "lr": 0.05, "min_lr": 0.05, "weight_decay": 1e-4},
+        "optim": {"name": "sgd", "lr": 0.05, "min_lr": 0.05, "weight_decay": 1e-4, "decay_all": release},
         "train": {"steps": steps, "batch_size": 4, "num_workers": 0, "save_every": 2, "log_every": 1,
                   "tensorboard": False, "device": "cpu"},
     }  # fmt: skip
 
 
-def test_training_run_and_exact_resume(tmp_path, monkeypatch) -> None:
+def fixed_method(**data) -> DenseSiamMethod:
+    torch.manual_seed(0)
+    return DenseSiamMethod({"mode": "segment", "model": TINY_MODEL, "data": {"image_size": 40, **RELEASE_DATA, **data}})
+
+
+def test_fixed_views_follow_the_image_not_the_batch_or_epoch() -> None:
+    m = fixed_method()
+    images = batch(n=4)["image"]
+    seeds = image_seeds(images, 2)
+    assert torch.equal(seeds, image_seeds(images.clone(), 2)) and len(set(seeds.tolist())) == 4
+    assert not torch.equal(seeds, image_seeds(images, 3))  # the run's seed counts
+    first, _ = m.make_views(images, 101, seeds)
+    again, _ = m.make_views(images[[3, 1]], 977, seeds[[3, 1]])  # another step's batch: other order, other seed
+    assert torch.equal(first.images[[3, 1]], again.images) and torch.equal(first.boxes[[3, 1]], again.boxes)
+    fresh, _ = m.make_views(images, 101)  # without the per-image seeds: the batch's own draw
+    assert not torch.equal(fresh.boxes, first.boxes)
+
+
+def test_release_replay_runs_and_needs_square_crops() -> None:
+    out = fixed_method()({**batch(), "image_seeds": torch.arange(4)})
+    assert torch.isfinite(total(out))
+    with pytest.raises(UserError, match=r"data\.replay"):
+        fixed_method(view1={"size": 32})
+
+
+@pytest.mark.parametrize("release", [False, True], ids=["annofree", "release-options"])
+def test_training_run_and_exact_resume(tmp_path, monkeypatch, release: bool) -> None:
     # 12 images in batches of 4: 3 batches an epoch, so the resume (from step 2) starts mid-epoch and the
     # 4 steps cross an epoch boundary.
     data = tmp_path / "images"
     write_images(data, count=12)
     config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(yaml.safe_dump(run_config()))
+    config_file.write_text(yaml.safe_dump(run_config(release=release)))
     straight_dir = tmp_path / "straight"
     assert cli_main(["train", "densesiam", "--config", str(config_file), "--data", str(data),
                      "--out", str(straight_dir)]) == 0  # fmt: skip
@@ -232,8 +263,8 @@ def test_training_run_and_exact_resume(tmp_path, monkeypatch) -> None:
     with monkeypatch.context() as patch:
         patch.setattr(DenseSiamMethod, "on_step", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            train(run_config(), tmp_path / "resumed", data=str(data))
-    resumed = train(run_config(), tmp_path / "resumed", data=str(data), resume=True)
+            train(run_config(release=release), tmp_path / "resumed", data=str(data))
+    resumed = train(run_config(release=release), tmp_path / "resumed", data=str(data), resume=True)
     assert resumed.step == 4 and resumed.epoch == 1
     assert resumed.metrics["region_on"] == 1.0 and "loss_region" in resumed.metrics
 

@@ -22,7 +22,8 @@ them (``Method.check_config``). :func:`check_method_config` refuses any other to
     The registered method name (``groupvit``, ...).
 ``optim``
     ``name`` adamw | sgd; ``lr`` peak learning rate; ``weight_decay`` (never on 1-D parameters,
-    biases and the method's ``no_weight_decay()`` names); ``betas``, ``eps`` (AdamW); ``momentum``
+    biases and the method's ``no_weight_decay()`` names, unless ``decay_all``: every parameter, as SimSiam and
+    the DenseSiam release); ``betas``, ``eps`` (AdamW); ``momentum``
     (SGD, as SimSiam and DenseSiam train); ``warmup_steps`` of linear warm-up
     from ``warmup_lr``, then a cosine to ``min_lr`` at the last step (per optimiser step);
     ``clip_grad`` maximum gradient norm (null: no clipping, the norm is still logged);
@@ -90,6 +91,7 @@ class OptimSection:
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = spec(1.0e-3, gt=0)
     weight_decay: float = spec(0.05, ge=0)
+    decay_all: bool = False
     betas: tuple[float, float] = spec((0.9, 0.999), ge=0, lt=1)
     eps: float = spec(1.0e-8, gt=0)
     momentum: float = spec(0.9, ge=0, lt=1)

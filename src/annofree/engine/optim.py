@@ -29,11 +29,14 @@ def decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str] = ()) 
     return param.ndim > 1 and not name.endswith("bias") and name not in set(no_weight_decay)
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_weight_decay: Iterable[str] = ()) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module, weight_decay: float, no_weight_decay: Iterable[str] = (), decay_all: bool = False
+) -> list[dict[str, Any]]:
     """Two optimiser groups over the trainable parameters: with weight decay and without.
 
     ``no_weight_decay`` names parameters as ``model.named_parameters()`` does; an unknown name is an
-    error, since a typo would otherwise silently decay a parameter that should not be.
+    error, since a typo would otherwise silently decay a parameter that should not be. ``decay_all`` decays
+    every parameter (norms, biases and named ones too), as SimSiam and the DenseSiam release do.
     """
     skip = set(no_weight_decay)
     named = dict(model.named_parameters())
@@ -43,7 +46,7 @@ def param_groups(model: nn.Module, weight_decay: float, no_weight_decay: Iterabl
     decay, no_decay = [], []
     for name, param in named.items():
         if param.requires_grad:
-            (decay if decays(name, param, skip) else no_decay).append(param)
+            (decay if decay_all or decays(name, param, skip) else no_decay).append(param)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -54,7 +57,9 @@ def param_groups(model: nn.Module, weight_decay: float, no_weight_decay: Iterabl
 def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], lr: float, no_weight_decay: Iterable[str] = ()):
     """``optim_cfg["name"]`` (AdamW by default, or SGD with momentum) over ``param_groups`` at ``lr`` (the
     schedule then sets each step's rate)."""
-    groups = param_groups(model, float(optim_cfg["weight_decay"]), no_weight_decay)
+    groups = param_groups(
+        model, float(optim_cfg["weight_decay"]), no_weight_decay, decay_all=bool(optim_cfg.get("decay_all", False))
+    )
     if not groups:
         raise ValueError("the method has no trainable parameters")
     name = optim_cfg.get("name", "adamw")

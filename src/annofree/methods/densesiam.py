@@ -14,7 +14,9 @@
 Stop-gradient on every target (PixSim, auxiliary head, global branch, pseudo-labels); the region InfoNCE keeps
 gradients on both sides, as the official code (its negatives prevent collapse). The views are made in
 ``forward`` on the training device, from a ``torch.Generator`` seeded by the batch's place in the data stream
-(seed, epoch, rank, batch index), so a resumed run draws the same views as an uninterrupted one.
+(seed, epoch, rank, batch index), so a resumed run draws the same views as an uninterrupted one; with
+``data.fixed_views`` each image's views come from (seed, its pixels) instead, the same in every epoch (the
+release). The release's other choices are options too (docs/densesiam-release.md).
 
 Logged besides the losses: ``std_pix`` / ``std_global``, SimSiam's collapse monitor (per-channel std of the
 L2-normalised projections times sqrt(channels): about 1 when healthy, 0 when collapsed), ``cluster_usage``
@@ -26,12 +28,13 @@ Config sections used here (see configs/densesiam/*.yaml):
     mode:   pretrain | segment (default segment)
     model:  DenseSiamConfig as a dict
     data:   image_size (images are resized and centre-cropped to it), view1 (a ViewConfig dict),
-            view2 (overrides of view1 for view 2), shuffle_buffer (shards)
+            view2 (overrides of view1 for view 2), shuffle_buffer (shards), fixed_views, replay (DataSection)
     loss:   see LOSS_DEFAULTS: weights (a weight 0 switches a branch off), similarity, grid_size, ...
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -42,7 +45,7 @@ import torch.nn.functional as F
 from annofree.data.image_folder import image_batches
 from annofree.data.overlap import replay_crop, sample_overlap
 from annofree.data.sampling import derive_seed
-from annofree.data.views import TwoViews, View, ViewConfig
+from annofree.data.views import TwoViews, View, ViewConfig, release_replay_boxes
 from annofree.losses.region import region_infonce
 from annofree.losses.siamese import aux_loss_weights, self_label_loss, symmetric_similarity_loss
 from annofree.methods.base import LoaderSpec, Method, register
@@ -139,6 +142,13 @@ class DataSection:
     view1: dict[str, Any] | None = None
     view2: dict[str, Any] | None = None
     shuffle_buffer: int = spec(1000, ge=0)
+    # True: each image's two views are drawn once, from (seed, the image's pixels), and the same ones come back
+    # every epoch and after a resume (the release draws its per-image parameters once at start-up);
+    # False: new views at every step.
+    fixed_views: bool = False
+    # segment mode: exact: view 1's crop replayed exactly on view 2's features; release: recut on the feature
+    # grid as the release does (needs data.view1.crop_law square; off by 3.5 px on average at 640 px).
+    replay: Literal["exact", "release"] = "exact"
 
 
 class DenseSiamSections(NamedTuple):
@@ -194,6 +204,10 @@ def resolve_data(config: dict[str, Any], mode: str) -> tuple[DataSection, TwoVie
     view1 = {**defaults["view1"], **(data.view1 or {})}
     view2 = {**view1, **defaults["view2"], **(data.view2 or {})}
     views = TwoViews(parse_section(ViewConfig, view1, "data.view1"), parse_section(ViewConfig, view2, "data.view2"))
+    if data.replay == "release" and views.configs[0].crop_law != "square":
+        raise ConfigError("data.replay", "release needs data.view1.crop_law: square (the release's crops)")
+    if data.replay == "release" and mode != "segment":
+        raise ConfigError("data.replay", "is for mode segment (pretrain aligns views on the overlap grid)")
     return data, views
 
 
@@ -221,6 +235,8 @@ class DenseSiamMethod(Method):
         self.model = DenseSiam(model_config)
         self.image_size = data.image_size
         self.shuffle_buffer = data.shuffle_buffer
+        self.fixed_views = data.fixed_views
+        self.replay = data.replay
         self._carried_skips = 0
         self.region_on = self.loss.region_weight > 0 and self.loss.region_start_step(1) == 0
 
@@ -237,15 +253,22 @@ class DenseSiamMethod(Method):
             skipped, self._carried_skips = batch.skipped + self._carried_skips, 0
             seed = derive_seed("densesiam-views", spec.seed, spec.epoch, spec.rank, index) % 2**63
             index += 1
-            yield {"image": batch.data, "seed": seed, "skipped": torch.tensor(skipped, dtype=torch.long)}
+            out = {"image": batch.data, "seed": seed, "skipped": torch.tensor(skipped, dtype=torch.long)}
+            if self.fixed_views:
+                out["image_seeds"] = image_seeds(batch.data, spec.seed)
+            yield out
 
-    def make_views(self, images: torch.Tensor, seed: int) -> tuple[View, View]:
-        """Both views of a batch in fp32 (outside autocast), from a generator seeded with ``seed``."""
+    def make_views(self, images: torch.Tensor, seed: int, image_seeds: torch.Tensor | None = None):
+        """Both views of a batch in fp32 (outside autocast), from a generator seeded with ``seed``, or each image
+        from its own generator seeded with ``image_seeds[b]`` (fixed views)."""
         with torch.autocast(images.device.type, enabled=False):
-            return self.views(images, torch.Generator().manual_seed(int(seed)))
+            if image_seeds is None:
+                return self.views(images, torch.Generator().manual_seed(int(seed)))
+            generators = [torch.Generator().manual_seed(int(s)) for s in image_seeds.tolist()]
+            return self.views.per_image(images, generators)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        view1, view2 = self.make_views(batch["image"], batch["seed"])
+        view1, view2 = self.make_views(batch["image"], batch["seed"], batch.get("image_seeds"))
         step = self.pretrain_losses if self.mode == "pretrain" else self.segment_losses
         out = step(view1, view2)
         out["region_on"] = torch.tensor(float(self.region_on))
@@ -282,7 +305,10 @@ class DenseSiamMethod(Method):
         model, loss = self.model, self.loss
         e1, e2 = (model.encode(model.normalize_pixels(v.images)) for v in (view1, view2))
         f1 = e1.dense
-        f2, inside = replay_crop(e2.dense, view1.boxes, view1.flips, view2.boxes, view2.flips, f1.shape[-2:])
+        boxes1 = view1.boxes
+        if self.replay == "release":  # the release recuts view 1's crop on view 2's feature grid
+            boxes1 = release_replay_boxes(view1.crop_draws, e2.dense.shape[-2:], self._image_hw(view2))
+        f2, inside = replay_crop(e2.dense, boxes1, view1.flips, view2.boxes, view2.flips, f1.shape[-2:])
         z1, z2 = model.projector(f1), model.projector(f2)
         p1, p2 = model.predictor(z1), model.predictor(z2)
         sim = loss.similarity
@@ -301,6 +327,12 @@ class DenseSiamMethod(Method):
         out["std_pix"] = output_std(z1)
         out["cluster_usage"] = cluster_usage(z1)
         return out
+
+    @staticmethod
+    def _image_hw(view: View) -> tuple[float, float]:
+        """The source image's size, from a view that shows all of it (view 2 in segment mode)."""
+        box = view.boxes[0].tolist()
+        return box[3] - box[1], box[2] - box[0]
 
     def _seg_loss(self, z1: torch.Tensor, z2: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         reweight = self.loss.seg_reweight
@@ -322,6 +354,17 @@ class DenseSiamMethod(Method):
 
     def model_config(self) -> dict[str, Any]:
         return self.model.config.to_dict()
+
+
+def image_seeds(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """One view seed per image ``[B]`` (int64) from ``seed`` and the image's own pixels (every 4th row and
+    column, hashed), so an image gets the same views whichever epoch, rank, batch or file format brings it."""
+    seeds = []
+    for image in images:
+        pixels = image[..., ::4, ::4].contiguous().cpu().numpy().tobytes()
+        key = hashlib.blake2b(pixels, digest_size=8).hexdigest()
+        seeds.append(derive_seed("densesiam-fixed-views", seed, key) % 2**63)
+    return torch.tensor(seeds, dtype=torch.long)
 
 
 def _dense_similarity(p1, z1, p2, z2, similarity: str, mask: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,8 @@ Configs by name: ``load_config("groupvit/synth_tiny")`` (or ``groupvit/synth_tin
 ``configs/groupvit/synth_tiny.yaml`` outside the repository) reads the config packaged with annofree when
 no such file exists here (:func:`find_config`; :func:`packaged_configs` lists them).
 
-Paths inside configs (:data:`PATH_KEYS`: ``train.init_weights``, ``train.data``) are relative to the file
+Paths inside configs (:data:`PATH_KEYS`: ``train.init_weights``, ``train.data``, DenseSiam's
+``model.backbone_weights``) are relative to the file
 that sets them, and those given as overrides to the working directory; :func:`load_config` returns them
 absolute, so a saved config works from anywhere; in ``train.data`` each local part of each source is made
 absolute, while URLs and ``pipe:`` commands (:mod:`annofree.data.sources`) stay as they are.
@@ -133,7 +134,7 @@ OTHER_SECTIONS = ("demo",)
 
 # Config values that are paths (or, for train.data, comma-separated path patterns): relative ones are taken
 # relative to the file that sets them.
-PATH_KEYS = ("train.init_weights", "train.data")
+PATH_KEYS = ("train.init_weights", "train.data", "model.backbone_weights")
 CONFIG_SUFFIX = ".yaml"
 
 
@@ -211,6 +212,8 @@ def resolve_path_value(dotted: str, value: Any, base: Path) -> Any:
 
         if value in REGISTRY and not (base / value).exists():
             return value
+        return os.path.normpath(base / os.path.expanduser(value))
+    if dotted != "train.data":  # one file
         return os.path.normpath(base / os.path.expanduser(value))
 
     def absolute(part: str) -> str:  # URLs and pipe: commands stay as they are

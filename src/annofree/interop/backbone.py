@@ -1,4 +1,5 @@
-"""Export a DenseSiam's ResNet backbone for the usual detection and segmentation code bases.
+"""Export a DenseSiam's ResNet backbone for the usual detection and segmentation code bases, and start one
+from a torchvision ResNet file (:func:`load_backbone_weights`, the config's ``model.backbone_weights``).
 
 The backbone already carries torchvision's names (:mod:`annofree.models.resnet`); the formats differ in
 naming and container only. Every tensor of the backbone's ``state_dict`` is written, BN statistics and
@@ -112,4 +113,73 @@ def detectron2_config_hint(model: nn.Module, weights: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FORMATS", "backbone_state_dict", "detectron2_config_hint", "detectron2_name", "export_backbone"]
+SHOWN = 3  # mismatched names shown per kind in an error
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``{name: tensor}`` file read without running code: ``.safetensors``, or a ``torch.save`` pickle through
+    ``torch.load(weights_only=True)`` (tensors and plain containers only; a pickle that would call anything
+    else is refused before it runs). Any problem is a one-line ``UserError`` naming the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such weights file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(f"{path}: refused, it is not a plain weights file (weights-only loading: {reason})") from None
+    except Exception as exc:  # a torn or foreign file: torch and safetensors raise many kinds
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise UserError(f"{path}: cannot read weights ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: not a state dict (expected {{name: tensor}}, got {type(state).__name__})")
+    return state
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a torchvision-format ResNet ``state_dict`` file (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``,
+    ...) into ``backbone`` (an :class:`annofree.models.resnet.ResNet`, which has torchvision's names).
+
+    ``fc.*`` is ignored (an ImageNet classifier's head); a missing ``num_batches_tracked`` keeps the model's
+    (older torchvision files lack it). Every other name must be present in both with the same shape, or a
+    one-line ``UserError`` lists what does not fit (the first few names of each kind and their counts).
+    """
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("fc.")}
+    own = backbone.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_first(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_first(unexpected)})")
+        if wrong:
+            shapes = [f"{k} {list(state[k].shape)} for {list(own[k].shape)}" for k in wrong]
+            parts.append(f"{len(wrong)} of the wrong shape ({_first(shapes)})")
+        arch = type(backbone).__name__
+        raise UserError(f"{path}: does not fit this {arch} backbone (torchvision names expected): {'; '.join(parts)}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            own[name].copy_(tensor)
+
+
+def _first(names: list[str]) -> str:
+    return ", ".join(names[:SHOWN]) + (", ..." if len(names) > SHOWN else "")
+
+
+__all__ = [
+    "FORMATS",
+    "backbone_state_dict",
+    "detectron2_config_hint",
+    "detectron2_name",
+    "export_backbone",
+    "load_backbone_weights",
+    "read_state_dict",
+]

@@ -26,7 +26,8 @@ overlap) and ``region_on``.
 Config sections used here (see configs/densesiam/*.yaml):
 
     mode:   pretrain | segment (default segment)
-    model:  DenseSiamConfig as a dict
+    model:  DenseSiamConfig as a dict, plus backbone_weights (a torchvision ResNet state dict file to start the
+            backbone from, as the release starts from ImageNet weights)
     data:   image_size (images are resized and centre-cropped to it), view1 (a ViewConfig dict),
             view2 (overrides of view1 for view 2), shuffle_buffer (shards), fixed_views, replay (DataSection)
     loss:   see LOSS_DEFAULTS: weights (a weight 0 switches a branch off), similarity, grid_size, ...
@@ -46,6 +47,7 @@ from annofree.data.image_folder import image_batches
 from annofree.data.overlap import replay_crop, sample_overlap
 from annofree.data.sampling import derive_seed
 from annofree.data.views import TwoViews, View, ViewConfig, release_replay_boxes
+from annofree.interop.backbone import load_backbone_weights
 from annofree.losses.region import region_infonce
 from annofree.losses.siamese import aux_loss_weights, self_label_loss, symmetric_similarity_loss
 from annofree.methods.base import LoaderSpec, Method, register
@@ -159,6 +161,17 @@ class DenseSiamSections(NamedTuple):
     views: TwoViews
 
 
+def split_model_section(section: Any) -> tuple[Any, str | None]:
+    """A config's ``model`` section -> (the model's own keys, ``backbone_weights``). The weights to start the
+    backbone from are a training choice, kept out of the model's config (the weights file and resume check)."""
+    if not isinstance(section, dict):  # not a section: the model's own check says so
+        return section, None
+    model = dict(section)
+    path = model.pop("backbone_weights", None)
+    require(path is None or isinstance(path, str), "model.backbone_weights", "a file path", path)
+    return model, path
+
+
 def check_mode(config: dict[str, Any]) -> str:
     mode = config.get("mode", "segment")
     require(mode in MODES, "mode", " | ".join(MODES), mode)
@@ -220,19 +233,22 @@ class DenseSiamMethod(Method):
     @classmethod
     def check_config(cls, config: dict[str, Any]) -> DenseSiamSections:
         mode = check_mode(config)
-        model = DenseSiamConfig.from_dict(config.get("model"))
+        model = DenseSiamConfig.from_dict(split_model_section(config.get("model"))[0])
         loss = resolve_loss(config, mode, model)
         data, views = resolve_data(config, mode)
         return DenseSiamSections(mode, model, loss, data, views)
 
     @classmethod
     def model_section(cls, config: dict[str, Any]) -> dict[str, Any]:
-        return DenseSiamConfig.from_dict(config.get("model")).to_dict()
+        return DenseSiamConfig.from_dict(split_model_section(config.get("model"))[0]).to_dict()
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
         self.mode, model_config, self.loss, data, self.views = self.check_config(config)
         self.model = DenseSiam(model_config)
+        backbone_weights = split_model_section(config.get("model"))[1]
+        if backbone_weights:  # the release starts from an ImageNet-supervised ResNet
+            load_backbone_weights(self.model.backbone, backbone_weights)
         self.image_size = data.image_size
         self.shuffle_buffer = data.shuffle_buffer
         self.fixed_views = data.fixed_views

@@ -149,7 +149,7 @@ class DataSection:
     # False: new views at every step.
     fixed_views: bool = False
     # segment mode: exact: view 1's crop replayed exactly on view 2's features; release: recut on the feature
-    # grid as the release does (needs data.view1.crop_law square; off by 3.5 px on average at 640 px).
+    # grid as the release does (needs data.view1.crop_law square; 3.7 px off on average at 640 px).
     replay: Literal["exact", "release"] = "exact"
 
 

@@ -106,6 +106,23 @@ def test_evaluate_matches_clusters_and_writes_json(tmp_path, folder, weights, mo
         assert text in captured.out
 
 
+def test_evaluate_with_a_linear_probe_beside_the_clusters(tmp_path, folder, weights, monkeypatch, capsys):
+    out = tmp_path / "result.json"
+    argv = ["evaluate", "--weights", weights, "--data", folder, "--linear-probe", folder, "--out", out, "--no-progress"]
+    code = annofree(monkeypatch, *argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(out.read_text())
+    probe = result["linear_probe"]
+    assert set(probe["per_class_iou"]) == {"sky", "grass", "cow"} and probe["num_pixels"] == result["num_pixels"]
+    assert probe["probe"]["train_images"] == 3 and 0 <= probe["miou"] <= 1
+    assert "linear probe (trained on" in captured.out
+    assert "## Linear probe" in out.with_suffix(".md").read_text()
+    groupvit = save_tiny_groupvit(tmp_path / "gv")
+    assert annofree(monkeypatch, "evaluate", "--weights", groupvit, "--data", folder, "--linear-probe", folder) == 2
+    _one_line_error(capsys, "--linear-probe trains on DenseSiam's dense features")
+
+
 def test_evaluate_more_clusters_than_classes(tmp_path, folder, monkeypatch, capsys):
     many = save_tiny_densesiam(tmp_path / "many", clusters=5)
     assert annofree(monkeypatch, "evaluate", "--weights", many, "--data", folder, "--no-progress") == 2

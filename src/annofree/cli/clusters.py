@@ -26,10 +26,13 @@ def evaluate_clusters(args: argparse.Namespace, model, out: Path | None) -> int:
     """
     from annofree.data.benchmarks.registry import open_dataset
     from annofree.evaluation.clusters import evaluate_cluster_dataset, read_groups
+    from annofree.evaluation.linear_probe import linear_probe_folders, model_features
     from annofree.evaluation.reports import PredictionWriter
 
     if args.dataset == "imagenet":
         raise UserError("--dataset imagenet classifies with text prompts; it needs GroupViT weights")
+    if args.linear_probe:  # checked before the clusters' pass, which may be long
+        _check_linear_probe(args, model)
     protocol, short_side = _unsupervised_view(args)
     dataset = open_dataset(args.dataset, args.root, args.split, skip_bad=args.skip_bad)
     groups = read_groups(args.root, [str(c) for c in dataset.classes]) if args.dataset == "folder" else None
@@ -39,8 +42,12 @@ def evaluate_clusters(args: argparse.Namespace, model, out: Path | None) -> int:
         model, dataset, protocol=protocol, short_side=short_side, many_to_one=args.many_to_one, groups=groups,
         limit=args.limit, progress=not args.no_progress, on_result=on_result,
     )  # fmt: skip
+    if args.linear_probe:
+        results["linear_probe"] = linear_probe_folders(model_features(model, short_side), args.linear_probe, args.root)
     print(format_table(results))
     print(format_groups(results))
+    if "linear_probe" in results:
+        print(f"linear probe (trained on {args.linear_probe}): mIoU {_percent(results['linear_probe']['miou'])} %")
     if out is not None:
         settings = {"short_side": short_side, "matching": results["matching"]}
         if protocol is not None:
@@ -49,6 +56,17 @@ def evaluate_clusters(args: argparse.Namespace, model, out: Path | None) -> int:
         write_json(out, record | {"settings": settings})
         print(f"wrote {out}")
     return 0
+
+
+def _check_linear_probe(args: argparse.Namespace, model) -> None:
+    if args.dataset != "folder":
+        raise UserError("--linear-probe scores on a segmentation folder: give it with --data FOLDER")
+    if not hasattr(model, "dense_features"):
+        raise UserError("--linear-probe needs the model's dense features: give --weights (not an ONNX file)")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 def _cluster_writer(writer):

@@ -74,6 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--crop", type=int, default=None, help="DenseSiam on a benchmark: centre crop (default 320)")
     parser.add_argument(
+        "--linear-probe",
+        metavar="TRAIN_FOLDER",
+        default=None,
+        help="DenseSiam on --data: also train a 1x1 classifier on the frozen features of this labelled folder "
+        "and score it on --data (results: linear_probe)",
+    )
+    parser.add_argument(
         "--templates",
         choices=list(TEMPLATE_COUNTS),
         default=None,
@@ -111,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         return evaluate_clusters(args, model, out)
     if args.many_to_one:
         raise UserError("--many-to-one matches DenseSiam clusters to classes; GroupViT weights predict the classes")
+    if args.linear_probe:
+        raise UserError("--linear-probe trains on DenseSiam's dense features; GroupViT weights predict the classes")
     if args.dataset == CLASSIFICATION:
         return _classify(args, model, out)
     return _evaluate_zero_shot(args, model, out)

@@ -1,8 +1,8 @@
 """Evaluation reports: ``result.json`` with a Markdown table beside it, and saved predictions.
 
 ``write_report(path, record)`` writes the JSON record and ``path.with_suffix(".md")``: a per-class IoU
-table, the summary metrics, the scores without background (VOC20, Context59) and things/stuff when the
-record has them. ``PredictionWriter`` is the ``on_result`` hook of the evaluators: it writes each image's
+table, the summary metrics, the scores without background (VOC20, Context59), things/stuff and the linear
+probe when the record has them. ``PredictionWriter`` is the ``on_result`` hook of the evaluators: it writes each image's
 label PNG and a colour overlay with a legend.
 """
 
@@ -51,6 +51,10 @@ def markdown_report(record: dict[str, Any], title: str = "Evaluation") -> str:
         lines += ["", "## Without background", "", *_summary(variant), "", *_class_table(variant)]
     for name, group in (record.get("groups") or {}).items():
         lines += ["", f"## {name}", "", *_summary(group)]
+    probe = record.get("linear_probe")
+    if probe:
+        lines += ["", "## Linear probe", "", f"- trained on {probe['probe']['train_images']} labelled images",
+                  *_summary(probe), "", *_class_table(probe)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

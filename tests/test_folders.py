@@ -26,7 +26,7 @@ from annofree.folders import (
     open_out_dir,
     remove_stale_temporaries,
 )
-from annofree.weights import atomic_write
+from annofree.io import atomic_write
 
 HOLDER = textwrap.dedent(
     """

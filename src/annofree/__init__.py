@@ -6,8 +6,11 @@ __version__ = "0.1.0"
 
 
 def load(path, device="cpu"):
-    """Load a model from a run directory or ``.safetensors`` weights file (see ``annofree.weights``)."""
-    from annofree.weights import load as _load
+    """Load a model from a run directory, a ``.safetensors`` weights file or a pretrained name, in eval mode.
+
+    ``annofree.load("groupvit-gcc-yfcc")`` downloads the published weights once (see ``annofree.pretrained``).
+    """
+    from annofree.pretrained import load as _load
 
     return _load(path, device=device)
 

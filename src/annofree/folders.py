@@ -9,7 +9,7 @@ Every command that writes a folder (``train``'s run folder, ``segment --out``, .
    with a message naming the holder (pid, host, command, since when). The lock is a POSIX record lock, so
    the kernel drops it when its process dies, however it dies: the lock of a dead process is simply taken
    over. It is not inherited by forked children (data-loading workers);
-3. removes the temporary files that a killed :func:`annofree.weights.atomic_write` left behind
+3. removes the temporary files that a killed :func:`annofree.io.atomic_write` left behind
    (``.NAME.XXXXXXXX.tmp``): with the lock held, no live writer owns them.
 
 ::

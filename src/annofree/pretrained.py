@@ -1,5 +1,10 @@
 """Named pretrained weights: ``annofree.load("groupvit-gcc-yfcc")`` and ``--weights groupvit-gcc-yfcc``.
 
+:func:`load`, :func:`load_into` and :func:`weights_path` take a registered name or a path (a run directory or a
+``.safetensors`` file, read by :mod:`annofree.weights`); every option that names weights goes through them::
+
+    model = annofree.pretrained.load("groupvit-gcc-yfcc")   # or a run directory: the same as annofree.load
+
 On first use a name is resolved in three steps, each skipped when its result is already cached:
 
 1. the published file is downloaded (the official NVlabs release) into ``$ANNOFREE_HOME/downloads/``;
@@ -26,7 +31,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from annofree.errors import UserError
+from annofree.weights import load as load_weights_file
+from annofree.weights import load_into as load_weights_file_into
+from annofree.weights import save_weights, weights_file
 
 _CHUNK = 1 << 20
 
@@ -99,6 +109,28 @@ def converted_path(entry: PretrainedWeights) -> Path:
 def is_pretrained_name(value: str | Path) -> bool:
     """A registered name that is not also a path on disk (a local file or directory of that name wins)."""
     return str(value) in REGISTRY and not Path(value).exists()
+
+
+def weights_path(path: str | Path) -> Path:
+    """A registered name -> its converted weights file (downloaded, checked and converted on first use); a run
+    directory or ``.safetensors`` file -> the weights file; a one-line error listing the names otherwise."""
+    if is_pretrained_name(path):
+        return resolve(str(path))
+    file = weights_file(path)
+    if not file.is_file():
+        names = ", ".join(sorted(REGISTRY))
+        raise UserError(f"{file}: no weights file (give a run directory, a .safetensors file or one of: {names})")
+    return file
+
+
+def load(path: str | Path, device: str = "cpu") -> nn.Module:
+    """:func:`annofree.weights.load` that also takes a registered name (``annofree.load`` is this function)."""
+    return load_weights_file(weights_path(path), device=device)
+
+
+def load_into(model: nn.Module, path: str | Path, method: str) -> None:
+    """:func:`annofree.weights.load_into` that also takes a registered name (``train.init_weights``)."""
+    load_weights_file_into(model, weights_path(path), method)
 
 
 def resolve(name: str, progress: bool = True) -> Path:
@@ -174,7 +206,6 @@ def _fetch(entry: PretrainedWeights, out, progress: bool) -> str:
 
 def _convert(entry: PretrainedWeights, raw: Path, converted: Path) -> Path:
     from annofree.interop.official import load_official_checkpoint
-    from annofree.weights import save_weights
 
     if entry.source_format != "official":
         raise UserError(f"{entry.name}: unknown source format {entry.source_format!r}")
@@ -190,6 +221,9 @@ __all__ = [
     "converted_path",
     "download_path",
     "is_pretrained_name",
+    "load",
+    "load_into",
     "register",
     "resolve",
+    "weights_path",
 ]

@@ -12,8 +12,6 @@ zero-shot segmenter's settings that the weights were scored with (:mod:`annofree
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from annofree.errors import UserError
-from annofree.folders import disk_error
 from annofree.inference.settings import SETTINGS_NAME, StoredSettings, ZeroShotSettings, parse_stored_settings
+from annofree.io import atomic_write
 
 WEIGHTS_NAME = "model.safetensors"
 _BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
@@ -50,55 +48,6 @@ def _build_densesiam(config: dict[str, Any]) -> nn.Module:
 
 register_model("groupvit", _build_groupvit)
 register_model("densesiam", _build_densesiam)
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step.
-
-    A write that fails for a reason of the disk (full, read-only, no permission) raises a one-line
-    :class:`~annofree.folders.DiskError` naming ``path``; ``path`` itself is never touched by a failed write.
-    """
-    path = Path(path)
-    tmp, failure = None, None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; give the usual mode instead
-        os.replace(tmp, path)
-    except Exception as exc:
-        failure = disk_error(path, exc)  # before the partial file goes: it shows a disk that filled up
-        if failure is None:
-            raise
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-    if failure is not None:  # raised outside the handler: the failed writer (and its open file) is freed now
-        raise failure
-
-
-def _new_file_mode(path: Path) -> int:
-    """The mode a plain ``open(path, "w")`` would give: the existing file's, else 0666 minus the umask."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    return 0o666 & ~process_umask()
-
-
-def process_umask() -> int:
-    """The process umask. Linux tells it in /proc; elsewhere the only way is to set it and put it back, which
-    another thread creating a file in between would see, so that is the fallback only."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
 
 
 def save_weights(
@@ -130,21 +79,21 @@ def save_state(
 
 
 def resolve_weights_path(path: str | Path) -> Path:
-    """A run directory, a ``.safetensors`` file or a pretrained name -> the weights file; a clear error otherwise.
+    """A run directory or a ``.safetensors`` file -> the weights file; a one-line error when there is none.
 
-    A name (``groupvit-gcc-yfcc``, see :mod:`annofree.pretrained`) is downloaded, checked and converted on first use.
+    Named pretrained weights (``groupvit-gcc-yfcc``) are resolved above this module, by
+    :func:`annofree.pretrained.weights_path`, which ``annofree.load`` and every ``--weights`` option use.
     """
-    from annofree import pretrained
-
-    if pretrained.is_pretrained_name(path):
-        return pretrained.resolve(str(path))
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS_NAME
+    path = weights_file(path)
     if not path.is_file():
-        names = ", ".join(sorted(pretrained.REGISTRY))
-        raise UserError(f"{path}: no weights file (give a run directory, a .safetensors file or one of: {names})")
+        raise UserError(f"{path}: no weights file (give a run directory or a .safetensors file)")
     return path
+
+
+def weights_file(path: str | Path) -> Path:
+    """Where the weights of ``path`` lie: ``path/model.safetensors`` for a directory, else ``path`` (unchecked)."""
+    path = Path(path)
+    return path / WEIGHTS_NAME if path.is_dir() else path
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[str, Any]]:
@@ -165,8 +114,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str, dict[s
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Load a deployable model (GroupViT, DenseSiam) from a run directory, weights file or pretrained name, in eval
-    mode. ``load("groupvit-gcc-yfcc")`` downloads the published weights once (see :mod:`annofree.pretrained`).
+    """Load a deployable model (GroupViT, DenseSiam) from a run directory or weights file, in eval mode
+    (``annofree.load`` also takes a pretrained name: :func:`annofree.pretrained.load`).
 
     ``model.inference_settings`` holds the settings stored beside the weights (``read_stored_settings``), which
     ``ZeroShotSegmenter`` starts from; ``None`` when there are none (pretrained names: the paper's settings)."""

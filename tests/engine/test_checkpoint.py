@@ -102,7 +102,7 @@ def test_weights_step_without_a_readable_file_is_none(tmp_path: Path) -> None:
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     import os
 
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     umask = os.umask(0o022)
     try:
@@ -119,7 +119,7 @@ def test_the_umask_is_read_without_being_changed(monkeypatch):
     import os
     import sys
 
-    from annofree.weights import process_umask
+    from annofree.io import process_umask
 
     umask = os.umask(0o027)
     try:

@@ -170,7 +170,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 def load_model(weights: str | Path, device: torch.device):
     """Any deployable model (GroupViT, DenseSiam) for inference; the caller dispatches on its type."""
-    from annofree.weights import load
+    from annofree.pretrained import load
 
     return load(weights, device=device)
 

@@ -27,7 +27,7 @@ _FORMAT_NAMES = {
 
 def _read_annofree(source: Path):
     from annofree.models import GroupViT
-    from annofree.weights import load
+    from annofree.pretrained import load
 
     model = load(source)
     if not isinstance(model, GroupViT):

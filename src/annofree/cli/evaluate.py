@@ -197,7 +197,7 @@ def _classify(args: argparse.Namespace, model, out: Path | None) -> int:
     if result["skipped"]:
         print(f"({len(result['skipped'])} unreadable images skipped)")
     if out is not None:
-        from annofree.weights import atomic_write
+        from annofree.io import atomic_write
 
         record = {
             **result,

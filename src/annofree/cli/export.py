@@ -40,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from annofree.weights import load
+    from annofree.pretrained import load
 
     if args.what == "onnx":
         if args.fmt is not None:

@@ -164,8 +164,8 @@ def write_outputs(
 ) -> None:
     """NAME.png (label ids, PNG mode L), NAME_overlay.png and, with ``summary`` (named classes), NAME.json in
     ``out_dir`` (each written atomically)."""
+    from annofree.io import atomic_write
     from annofree.viz import overlay
-    from annofree.weights import atomic_write
 
     labels = Image.fromarray(result.label_map.astype(np.uint8))  # 2-D uint8: mode "L"
     atomic_write(out_dir / f"{name}.png", lambda tmp: labels.save(tmp, format="PNG"))
@@ -186,8 +186,8 @@ def write_outputs(
 
 def write_group_maps(out_dir: Path, name: str, model, image: np.ndarray, short_side: int | None) -> None:
     """NAME_groups.png: image | stage 1 groups | stage 2 groups ..., at the image's size (written atomically)."""
+    from annofree.io import atomic_write
     from annofree.viz import grouping_stages, groups_panel
-    from annofree.weights import atomic_write
 
     maps, counts = grouping_stages(model, image, short_side or None)
     picture = groups_panel(image, maps, counts)

@@ -32,8 +32,9 @@ from annofree.engine.config import load_config
 from annofree.engine.optim import build_optimizer
 from annofree.errors import UserError
 from annofree.inference.settings import SETTINGS_NAME, ZeroShotSettings
+from annofree.io import atomic_write
 from annofree.methods import get_method
-from annofree.weights import WEIGHTS_NAME, atomic_write, read_weights, save_state, write_stored_settings
+from annofree.weights import WEIGHTS_NAME, read_weights, save_state, write_stored_settings
 
 TOKEN_EMBEDDING = "text_encoder.token_embedding.weight"
 COPIED = (CONFIG_NAME, "log.jsonl", "results.json", SETTINGS_NAME)  # results.json: the run's own scores

@@ -31,8 +31,8 @@ from annofree.evaluation.hungarian import remap_predictions
 from annofree.evaluation.kmeans import kmeans_baseline, network_features, pixel_colours
 from annofree.inference.clusters import ClusterSegmenter
 from annofree.inference.pixels import resize_short_side
+from annofree.io import atomic_write
 from annofree.viz import side_by_side
-from annofree.weights import atomic_write
 
 OVERLAYS = 6
 SCORES = ("miou", "pixel_accuracy", "per_class_iou", "groups")

@@ -31,9 +31,10 @@ from annofree.evaluation.folder import evaluate_folder
 from annofree.evaluation.protocols import zero_shot_protocol
 from annofree.inference.settings import ZeroShotSettings
 from annofree.inference.zero_shot import ZeroShotSegmenter
+from annofree.io import atomic_write
 from annofree.viz import side_by_side
-from annofree.weights import atomic_write, write_stored_settings
 from annofree.weights import load as annofree_load
+from annofree.weights import write_stored_settings
 
 OVERLAYS = 6
 EVAL_KEYS = set(ZeroShotSettings.field_names())  # what demo.eval may set

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from annofree.weights import atomic_write
+from annofree.io import atomic_write
 
 INDEX_NAME = "index.html"
 RUN_ORDER = ("groupvit", "densesiam", "groupvit_scratch")

@@ -31,7 +31,8 @@ import torch
 from annofree.engine import distributed
 from annofree.engine.config import save_config
 from annofree.errors import UserError
-from annofree.weights import WEIGHTS_NAME, atomic_write, save_weights
+from annofree.io import atomic_write
+from annofree.weights import WEIGHTS_NAME, save_weights
 
 CONFIG_NAME = "config.yaml"
 STATE_NAME = "train_state.pt"

@@ -70,8 +70,8 @@ import yaml
 
 from annofree.data.sources import SOURCE_SEPARATOR, is_url, split_outside_braces
 from annofree.errors import UserError
+from annofree.io import atomic_write
 from annofree.sections import ConfigError, did_you_mean, parse_section, require, spec, unknown_key_error
-from annofree.weights import atomic_write
 
 BASE_KEY = "_base_"
 

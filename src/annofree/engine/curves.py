@@ -71,7 +71,7 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     losses = loss_keys(records)
     monitor = [k for k in COLLAPSE_KEYS if series(records, k)[0]]

@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from annofree.folders import disk_error
-from annofree.weights import atomic_write
+from annofree.io import atomic_write
 
 LOG_NAME = "log.jsonl"
 TENSORBOARD_DIR = "tb"

@@ -65,7 +65,8 @@ from annofree.folders import FolderLock, open_out_dir
 from annofree.methods import get_method
 from annofree.methods.base import Embedded, LoaderSpec, Method
 from annofree.precision import AUTOCAST_DTYPES, describe, resolve_precision
-from annofree.weights import WEIGHTS_NAME, load_into
+from annofree.pretrained import load_into
+from annofree.weights import WEIGHTS_NAME
 
 SKIPPED_KEY = "skipped"
 

@@ -60,7 +60,7 @@ def markdown_report(record: dict[str, Any], title: str = "Evaluation") -> str:
 
 def write_report(path: str | Path, record: dict[str, Any], title: str = "Evaluation") -> tuple[Path, Path]:
     """Write ``path`` (JSON) and the Markdown table next to it (``.md``), atomically; returns both paths."""
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     path = Path(path)
     markdown = path.with_suffix(".md")
@@ -84,8 +84,8 @@ class PredictionWriter:
         self.count = 0
 
     def write(self, name: str, image: np.ndarray, label_map: np.ndarray, names: list[str]) -> None:
+        from annofree.io import atomic_write
         from annofree.viz import overlay
-        from annofree.weights import atomic_write
 
         stem = name.replace("/", "__")  # sample names are stems; nested ones (Cityscapes' city/) flattened
         ids = Image.fromarray(np.asarray(label_map).astype(np.uint8))

@@ -73,7 +73,7 @@ def to_format(state: dict[str, torch.Tensor], fmt: str) -> dict[str, Any]:
 
 def export_backbone(model: nn.Module, fmt: str, out: str | Path) -> Path:
     """Write ``model``'s backbone to ``out`` in ``fmt``; returns the path. Written atomically."""
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     out = Path(out)
     if fmt == "detectron2" and out.suffix != ".pkl":

@@ -482,7 +482,7 @@ def save_hf_checkpoint(model, directory: str | Path) -> Path:
 
     from safetensors.torch import save_file
 
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     hf_config = config_to_hf(model.config)
     hf_config[ANNOFREE_KEY] = {

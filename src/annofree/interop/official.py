@@ -255,7 +255,7 @@ def save_official_checkpoint(model, path: str | Path) -> Path:
     A model the official code would run differently (annofree's conv stems, soft assignment, segments without
     the group query) is refused.
     """
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     _check_official(model.config.image)
     checkpoint = {"model": state_dict_to_official(model.state_dict()), CONFIG_KEY: model.config.to_dict()}

@@ -73,7 +73,7 @@ def _image_axes(num_stages: int) -> dict[str, dict[int, str]]:
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, opset: int, names: tuple, axes: dict) -> None:
-    from annofree.weights import atomic_write
+    from annofree.io import atomic_write
 
     inputs, outputs = names
 
@@ -124,8 +124,8 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSE
     with ``onnx_config.json`` holds a complete export. Returns the three paths.
     """
     from annofree.inference.pixels import eval_mode
+    from annofree.io import atomic_write
     from annofree.models import GroupViT
-    from annofree.weights import atomic_write
 
     if not isinstance(model, GroupViT):
         raise UserError(f"ONNX export needs a GroupViT, not {type(model).__name__}")

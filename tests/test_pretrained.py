@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -160,7 +161,8 @@ def _redcaps_like_release(path):
     from tests.tiny import tiny_groupvit_config
 
     config = tiny_groupvit_config()
-    config.text.width, config.text.heads = 64, 1  # the official text encoder has width // 64 heads
+    # the official text encoder has width // 64 heads
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, width=64, heads=1))
     torch.manual_seed(3)
     model = GroupViT(config).eval()
     state = state_dict_to_official(model.state_dict())

@@ -1,23 +1,36 @@
-"""Typed config sections: one dataclass per YAML section, built and checked by :func:`parse_section`.
+"""Typed config sections: each YAML section is a frozen dataclass built, and checked, by ``from_dict``.
 
 Every section of a run config (the engine's ``optim`` and ``train``, a method's ``model``, ``data``,
-``loss``, ...) is read the same way, before any work starts::
+``loss``, ...) is read the same way, before any work starts:
 
-    @dataclass(frozen=True)
-    class LossSection:
-        weight: float = spec(1.0, ge=0)                 # a number >= 0
-        form: Literal["softmax", "sigmoid"] = "softmax"
+>>> from dataclasses import dataclass
+>>> from typing import Literal
+>>> @dataclass(frozen=True)
+... class LossSection(Section, key="loss"):
+...     weight: float = spec(1.0, ge=0)  # a number >= 0
+...     form: Literal["softmax", "sigmoid"] = "softmax"
+...
+...     def __post_init__(self):  # rules between fields
+...         require(self.weight > 0 or self.form == "softmax", "weight", "> 0 with the sigmoid form", self.weight)
+>>> LossSection.from_dict({"form": "sigmoid"})  # None or {}: every default
+LossSection(weight=1.0, form='sigmoid')
+>>> LossSection(weight=2).to_dict()  # plain values again (lists, dicts), as YAML writes them
+{'weight': 2, 'form': 'softmax'}
 
-        def __post_init__(self):                        # rules between fields
-            require(self.weight > 0 or self.form == "softmax", "weight", "> 0 with the sigmoid form", self.weight)
-
-    loss = parse_section(LossSection, config.get("loss"), "loss")
-
-:func:`parse_section` rejects unknown keys (with a "did you mean"), checks each value against its field's
-type (``int``, ``float``, ``bool``, ``str``, ``None``, ``Literal``, ``tuple[...]``, unions, nested
+``from_dict`` (:func:`parse_section`) rejects unknown keys (with a "did you mean"), checks each value against its
+field's type (``int``, ``float``, ``bool``, ``str``, ``None``, ``Literal``, ``tuple[...]``, unions, nested
 sections) and range (:func:`spec`), turns lists into tuples, and runs the dataclass's own checks. Each
-failure is a one-line :class:`ConfigError` naming the dotted key, e.g. ``config key loss.weight: must be a
-number >= 0, got -1``.
+failure is a one-line :class:`ConfigError` naming the dotted key:
+
+>>> LossSection.from_dict({"weight": -1})
+Traceback (most recent call last):
+annofree.sections.ConfigError: config key loss.weight: must be a number >= 0, got -1
+>>> LossSection.from_dict({"wieght": 2})
+Traceback (most recent call last):
+annofree.sections.UnknownKeyError: unknown config key loss.wieght (did you mean loss.weight?)
+
+A default is written once, as the field's default; a commented defaults file (``configs/engine_defaults.yaml``)
+is tested against ``Section().to_dict()``.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import functools
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, ClassVar, Literal, TypeVar, Union
 
 from annofree.errors import UserError
 
@@ -85,6 +98,39 @@ def unknown_key_error(section: str, key: str, known: Iterable[str]) -> UnknownKe
     else:
         hint = f" (known: {', '.join(prefix + k for k in known)})"
     return UnknownKeyError(prefix + key, hint)
+
+
+class Section:
+    """Base of a config section's frozen dataclass: ``from_dict`` builds and checks it, ``to_dict`` gives it back.
+
+    ``key`` is the section's dotted name in errors (``class OptimSection(Section, key="optim")``).
+    """
+
+    key: ClassVar[str] = ""
+
+    def __init_subclass__(cls, key: str | None = None, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if key is not None:
+            cls.key = key
+
+    @classmethod
+    def from_dict(cls: type[T], values: Mapping[str, Any] | None = None, key: str | None = None) -> T:
+        """The section from its YAML values (None: all defaults), every key, type, range and rule checked;
+        ``key`` names it in errors when it is not the class's own ``key``."""
+        return parse_section(cls, values, cls.key if key is None else key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The values as YAML writes them (tuples as lists, nested sections as dicts)."""
+        return plain(dataclasses.asdict(self))
+
+
+def plain(value: Any) -> Any:
+    """Tuples -> lists and mappings -> dicts, recursively: what ``yaml.safe_dump`` and JSON accept."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def parse_section(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:

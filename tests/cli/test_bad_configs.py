@@ -72,6 +72,7 @@ GROUPVIT_OVERRIDES = [
     ("stop-nouns-string", ["+data.stop_nouns=photo"], "data.stop_nouns"),
     ("shuffle-buffer-negative", ["data.shuffle_buffer=-1"], "data.shuffle_buffer"),
     ("loss-typo", ["+loss.multi_label_wieght=1"], "did you mean loss.multi_label_weight"),
+    ("loss-typo-override", ["loss.multi_label_wieght=1"], "did you mean loss.multi_label_weight"),
     ("loss-weight-negative", ["loss.multi_label_weight=-1"], "loss.multi_label_weight"),
     ("loss-form-unknown", ["loss.multi_label_form=hinge"], "loss.multi_label_form"),
     ("loss-positive-number", ["loss.same_text_positive=2"], "loss.same_text_positive"),

@@ -493,7 +493,7 @@ def _patch16_model():
     from tests.tiny import tiny_groupvit_config
 
     config = tiny_groupvit_config(vocab_size=100)
-    config.image = replace(config.image, patch_size=16, img_size=64)
+    config = replace(config, image=replace(config.image, patch_size=16, img_size=64))
     torch.manual_seed(4)
     return GroupViT(config).eval(), word_tokenizer
 

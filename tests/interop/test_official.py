@@ -243,8 +243,11 @@ def test_blocks_without_qkv_bias_are_read_off_the_file(tmp_path) -> None:
     from tests.tiny import tiny_groupvit_config
 
     config = tiny_groupvit_config()
-    config.image.qkv_bias = False
-    config.text = dataclasses.replace(config.text, width=64, heads=1)  # official text heads: width // 64
+    config = dataclasses.replace(
+        config,
+        image=dataclasses.replace(config.image, qkv_bias=False),
+        text=dataclasses.replace(config.text, width=64, heads=1),  # official text heads: width // 64
+    )
     torch.manual_seed(0)
     model = GroupViT(config).eval()
     state = state_dict_to_official(model.state_dict())

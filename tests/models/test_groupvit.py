@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -88,7 +89,7 @@ def test_the_model_tokenizes_at_its_own_context_length() -> None:
     import annofree
 
     config = tiny_config()
-    config.text.vocab_size = 49408  # CLIP's BPE ids
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, vocab_size=49408))  # CLIP's BPE ids
     model = GroupViT(config).eval()
     texts = ["a photo of a star.", "a cat " * 40]  # the second is longer than the context: truncated
     ids = model.tokenize(texts)

@@ -61,7 +61,7 @@ import copy
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -71,22 +71,13 @@ import yaml
 from annofree.data.sources import SOURCE_SEPARATOR, is_url, split_outside_braces
 from annofree.errors import UserError
 from annofree.io import atomic_write
-from annofree.sections import ConfigError, did_you_mean, parse_section, require, spec, unknown_key_error
+from annofree.sections import ConfigError, Section, did_you_mean, plain, require, spec, unknown_key_error
 
 BASE_KEY = "_base_"
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists and mappings -> dicts, so that safe_dump accepts a config built in code."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 @dataclass(frozen=True)
-class OptimSection:
+class OptimSection(Section, key="optim"):
     """The ``optim`` section (see the module docstring)."""
 
     name: Literal["adamw", "sgd"] = "adamw"
@@ -106,7 +97,7 @@ class OptimSection:
 
 
 @dataclass(frozen=True)
-class TrainSection:
+class TrainSection(Section, key="train"):
     """The ``train`` section (see the module docstring); ``steps`` has no default."""
 
     steps: int | None = spec(None, gt=0)
@@ -123,11 +114,11 @@ class TrainSection:
     find_unused_parameters: bool = False
 
 
-ENGINE_SECTIONS = {"optim": OptimSection, "train": TrainSection}
+ENGINE_SECTIONS: dict[str, type[Section]] = {section.key: section for section in (OptimSection, TrainSection)}
 ENGINE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "method": None,
-    **{name: _plain(asdict(section())) for name, section in ENGINE_SECTIONS.items()},
+    **{name: section().to_dict() for name, section in ENGINE_SECTIONS.items()},
 }
 # Top-level sections that `annofree train` does not read: `annofree demo`'s recipe settings.
 OTHER_SECTIONS = ("demo",)
@@ -344,7 +335,7 @@ def load_config(
 def save_config(config: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``config`` as YAML, atomically (keys in their order, so the file reads like the input)."""
     path = Path(path)
-    text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=False)
+    text = yaml.safe_dump(plain(config), sort_keys=False, default_flow_style=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return path
 
@@ -362,7 +353,7 @@ def resolve_engine_config(config: Mapping[str, Any]) -> dict[str, Any]:
     method = cfg.setdefault("method", None)
     require(method is None or isinstance(method, str), "method", "a method name", method)
     for name, section in ENGINE_SECTIONS.items():
-        cfg[name] = _plain(asdict(parse_section(section, cfg.get(name), name)))
+        cfg[name] = section.from_dict(cfg.get(name)).to_dict()
     if cfg["train"]["steps"] is None:
         raise UserError("config key train.steps is not set (the number of optimiser steps to train)")
     return cfg
@@ -419,6 +410,6 @@ def check_resume(saved: Mapping[str, Any], now: Mapping[str, Any], model_of: Any
 
 
 def _short(value: Any) -> str:
-    text = "(unset)" if value is None else yaml.safe_dump(_plain(value), default_flow_style=True).strip()
+    text = "(unset)" if value is None else yaml.safe_dump(plain(value), default_flow_style=True).strip()
     text = text.removesuffix("\n...").strip()
     return text if len(text) <= 40 else text[:37] + "..."

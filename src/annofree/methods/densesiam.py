@@ -28,8 +28,9 @@ Config sections used here (see configs/densesiam/*.yaml):
     mode:   pretrain | segment (default segment)
     model:  DenseSiamConfig as a dict, plus backbone_weights (a torchvision ResNet state dict file to start the
             backbone from, as the release starts from ImageNet weights)
-    data:   image_size (images are resized and centre-cropped to it), view1 (a ViewConfig dict),
-            view2 (overrides of view1 for view 2), shuffle_buffer (shards), fixed_views, replay (DataSection)
+    data:   DataSection, with the mode's MODE_DATA over its defaults: image_size (images are resized and
+            centre-cropped to it), view1 (a ViewConfig dict), view2 (overrides of view1 for view 2), shuffle_buffer
+            (shards), fixed_views, replay
     loss:   see LOSS_DEFAULTS: weights (a weight 0 switches a branch off), similarity, grid_size, ...
 """
 
@@ -52,7 +53,7 @@ from annofree.losses.region import region_infonce
 from annofree.losses.siamese import aux_loss_weights, self_label_loss, symmetric_similarity_loss
 from annofree.methods.base import LoaderSpec, Method, register
 from annofree.models.densesiam import DenseSiam, DenseSiamConfig
-from annofree.sections import ConfigError, parse_section, require, spec, unknown_key_error
+from annofree.sections import ConfigError, Section, parse_section, require, spec, unknown_key_error
 
 MODES = ("pretrain", "segment")
 
@@ -97,19 +98,18 @@ _RELEASED_VIEW = {
     "blur_sigma": (0.05, 1.0),
     "blur_p": 0.5,
 }
-DATA_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": {"image_size": 256, "view1": {}, "view2": {}, "shuffle_buffer": 1000},
+# What each mode puts over DataSection's defaults (view1: over ViewConfig's; view2: over view 1).
+MODE_DATA: dict[str, dict[str, Any]] = {
+    "pretrain": {"image_size": 256, "view1": {}, "view2": {}},
     "segment": {
-        "image_size": 640,
         "view1": _RELEASED_VIEW,
         "view2": {"random_crop": False, "flip_p": 0.0},  # the whole image: replay_crop covers view 1 everywhere
-        "shuffle_buffer": 1000,
     },
 }
 
 
 @dataclass(frozen=True)
-class LossOptions:
+class LossOptions(Section, key="loss"):
     """The ``loss`` section resolved (the mode's defaults filled in, "auto" weights made numbers; 0 = branch off)."""
 
     similarity: Literal["cosine", "ce"]
@@ -137,8 +137,8 @@ class LossOptions:
 
 
 @dataclass(frozen=True)
-class DataSection:
-    """The ``data`` section as written (the mode's defaults are filled in by :func:`resolve_data`)."""
+class DataSection(Section, key="data"):
+    """The ``data`` section; the defaults are segment mode's, :data:`MODE_DATA` holds each mode's own."""
 
     image_size: int = spec(640, gt=0)
     view1: dict[str, Any] | None = None
@@ -200,7 +200,7 @@ def resolve_loss(config: dict[str, Any], mode: str, model: DenseSiamConfig) -> L
         if loss.get("aux_weight") not in (None, "auto", 0, 0.0):
             raise ConfigError("loss.aux_weight", "needs an over-clustering head (model.aux_dim > 0)")
         loss["aux_weight"] = 0.0
-    options = parse_section(LossOptions, loss, "loss")
+    options = LossOptions.from_dict(loss)
     if options.global_weight > 0 and not model.global_branch:
         raise ConfigError("loss.global_weight", "> 0 needs model.global_branch: true")
     if options.region_weight > 0 and not model.region_branch:
@@ -211,11 +211,11 @@ def resolve_loss(config: dict[str, Any], mode: str, model: DenseSiamConfig) -> L
 def resolve_data(config: dict[str, Any], mode: str) -> tuple[DataSection, TwoViews]:
     """The ``data`` section over the mode's defaults, and its two views (view 2 = view 1 with ``view2`` on top)."""
     given = config.get("data") or {}
-    parse_section(DataSection, given, "data")  # keys and types as written
-    defaults = DATA_DEFAULTS[mode]
-    data = parse_section(DataSection, {**defaults, **given}, "data")
-    view1 = {**defaults["view1"], **(data.view1 or {})}
-    view2 = {**view1, **defaults["view2"], **(data.view2 or {})}
+    DataSection.from_dict(given)  # keys and types as written
+    mode_data = MODE_DATA[mode]
+    data = DataSection.from_dict({**mode_data, **given})
+    view1 = {**mode_data["view1"], **(data.view1 or {})}
+    view2 = {**view1, **mode_data["view2"], **(data.view2 or {})}
     views = TwoViews(parse_section(ViewConfig, view1, "data.view1"), parse_section(ViewConfig, view2, "data.view2"))
     if data.replay == "release" and views.configs[0].crop_law != "square":
         raise ConfigError("data.replay", "release needs data.view1.crop_law: square (the release's crops)")

@@ -47,7 +47,7 @@ from annofree.losses.multi_label import multi_label_contrastive_loss
 from annofree.losses.multi_label_sigmoid import multi_label_sigmoid_loss
 from annofree.methods.base import Embedded, LoaderSpec, Method, register
 from annofree.models import GroupViT, GroupViTConfig
-from annofree.sections import ConfigError, parse_section, require, spec
+from annofree.sections import ConfigError, Section, require, spec
 
 NO_IDENTITY = -1  # prompt id of a caption standing in for a missing noun: never "the same text" as another
 MULTI_LABEL_FORMS = ("softmax", "sigmoid")
@@ -93,7 +93,7 @@ def make_sample(options: SampleOptions, key: str, image: np.ndarray, caption: st
 
 
 @dataclass(frozen=True)
-class DataSection:
+class DataSection(Section, key="data"):
     """The ``data`` section (see the module docstring)."""
 
     image_size: int | None = spec(None, gt=0)  # None: the model's model.image.img_size
@@ -143,7 +143,7 @@ class DataSection:
 
 
 @dataclass(frozen=True)
-class LossSection:
+class LossSection(Section, key="loss"):
     """The ``loss`` section (see the module docstring)."""
 
     multi_label_weight: float = spec(1.0, ge=0)
@@ -157,7 +157,7 @@ class LossSection:
 
 
 @dataclass(frozen=True)
-class ModelTraining:
+class ModelTraining(Section, key="model"):
     """Keys of the ``model`` section that change how a training step runs, not the model. They are kept out of
     the model's config, so the weights file, conversions and the resume check never see them."""
 
@@ -172,7 +172,7 @@ def split_model_section(section: Any) -> tuple[Any, ModelTraining]:
         return section, ModelTraining()
     model = dict(section)
     switches = {field.name: model.pop(field.name) for field in fields(ModelTraining) if field.name in model}
-    return model, parse_section(ModelTraining, switches, "model")
+    return model, ModelTraining.from_dict(switches)
 
 
 class GroupViTSections(NamedTuple):
@@ -197,14 +197,14 @@ class GroupViTMethod(Method):
     def check_config(cls, config: dict[str, Any]) -> GroupViTSections:
         model_keys, training = split_model_section(config.get("model"))
         model = GroupViTConfig.from_dict(model_keys)
-        data = parse_section(DataSection, config.get("data"), "data")
+        data = DataSection.from_dict(config.get("data"))
         train_data = (config.get("train") or {}).get("data")
         if data.source_weights is not None and isinstance(train_data, str) and train_data.strip():
             sources = len(split_outside_braces(train_data, SOURCE_SEPARATOR))
             require(len(data.source_weights) == sources, "data.source_weights",
                     f"one weight per '{SOURCE_SEPARATOR}'-separated source of train.data ({sources})",
                     list(data.source_weights))  # fmt: skip
-        loss = parse_section(LossSection, config.get("loss"), "loss")
+        loss = LossSection.from_dict(config.get("loss"))
         if (loss.multi_label_weight or loss.patch_token_weight) and data.num_prompts < 1:
             raise ConfigError("data.num_prompts", "must be >= 1 when loss.multi_label_weight or "
                               "loss.patch_token_weight > 0 (they compare images with prompts)")  # fmt: skip

@@ -1,18 +1,25 @@
 """Model configurations as typed dataclasses (built from the ``model`` section of a YAML config).
 
-``GroupViTConfig.from_dict(section)`` checks every key, type and range and the model's own rules (one
-entry per stage, heads that divide the width, a patch that divides the image, ...); each failure is a
-one-line :class:`~annofree.sections.ConfigError` naming the key (``model.image.num_heads``), raised before
-any module is built. Building a config in code runs the same rules.
+Each is a frozen :class:`~annofree.sections.Section`: ``GroupViTConfig.from_dict(section)`` checks every key, type
+and range and the model's own rules (one entry per stage, heads that divide the width, a patch that divides the
+image, ...); each failure is a one-line :class:`~annofree.sections.ConfigError` naming the key
+(``model.image.num_heads``), raised before any module is built. Building a config in code runs the same rules;
+change one with :func:`dataclasses.replace`.
+
+>>> GroupViTConfig.from_dict({"image": {"embed_dim": 100}})
+Traceback (most recent call last):
+annofree.sections.ConfigError: config key model.image.num_heads: must be divisors of embed_dim 100, got (6, 6, 6)
+>>> GroupViTConfig.from_dict({"text": {"layers": 2}}).text.layers
+2
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
-from annofree.sections import parse_section, require, spec
+from annofree.sections import Section, require, spec
 
 STEMS = ("patch", "conv", "cnn")
 
@@ -30,8 +37,8 @@ def mlp_ratio_for(width: int, hidden: int) -> float:
     return ratio if int(width * ratio) == hidden else (hidden + 0.5) / width
 
 
-@dataclass
-class ImageEncoderConfig:
+@dataclass(frozen=True)
+class ImageEncoderConfig(Section, key="model.image"):
     """GroupViT image encoder; defaults are the reference's gcc_yfcc model."""
 
     img_size: int = spec(224, gt=0)
@@ -63,11 +70,8 @@ class ImageEncoderConfig:
     layer_norm_eps: float = spec(1e-5, gt=0)
 
     def __post_init__(self):
-        self.depths = tuple(self.depths)
-        self.num_heads = tuple(self.num_heads)
-        self.num_group_tokens = tuple(self.num_group_tokens)
-        self.num_output_groups = tuple(self.num_output_groups)
-        self.assign_mlp_ratio = tuple(self.assign_mlp_ratio)
+        for name in ("depths", "num_heads", "num_group_tokens", "num_output_groups", "assign_mlp_ratio"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # lists given in code
         stages = len(self.depths)
         require(stages >= 1, "depths", "one entry (blocks) per stage", self.depths)
         for name in ("num_heads", "num_group_tokens"):
@@ -76,7 +80,7 @@ class ImageEncoderConfig:
         # transformers' configs carry one extra, unused entry for the last stage.
         require(len(self.num_output_groups) >= stages - 1, "num_output_groups",
                 f"one entry per grouping stage ({stages - 1}, stages - 1)", self.num_output_groups)  # fmt: skip
-        self.num_output_groups = self.num_output_groups[: stages - 1]
+        object.__setattr__(self, "num_output_groups", self.num_output_groups[: stages - 1])
         require(self.stem in STEMS, "stem", " | ".join(STEMS), self.stem)
         require(all(t > 0 for t in self.num_group_tokens[: stages - 1]), "num_group_tokens",
                 "> 0 for every stage but the last (its group tokens are what it groups into)",
@@ -90,8 +94,8 @@ class ImageEncoderConfig:
                 f"a power-of-two patch_size >= 2 for stem {self.stem!r}", self.patch_size)  # fmt: skip
 
 
-@dataclass
-class TextEncoderConfig:
+@dataclass(frozen=True)
+class TextEncoderConfig(Section, key="model.text"):
     """CLIP-style causal text transformer; defaults are the reference's (12 layers, width 256)."""
 
     context_length: int = spec(77, gt=0)
@@ -106,8 +110,8 @@ class TextEncoderConfig:
         require(self.width % self.heads == 0, "heads", f"a divisor of width {self.width}", self.heads)
 
 
-@dataclass
-class GroupViTConfig:
+@dataclass(frozen=True)
+class GroupViTConfig(Section, key="model"):
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     embed_dim: int = spec(256, gt=0)  # shared image-text space
@@ -118,25 +122,10 @@ class GroupViTConfig:
     pixel_std: tuple[float, float, float] = spec((0.229, 0.224, 0.225), gt=0)
 
     def __post_init__(self):
+        # Dicts and lists given in code (from_dict has converted them already).
         if isinstance(self.image, dict):
-            self.image = parse_section(ImageEncoderConfig, self.image, "image")
+            object.__setattr__(self, "image", ImageEncoderConfig.from_dict(self.image, "image"))
         if isinstance(self.text, dict):
-            self.text = parse_section(TextEncoderConfig, self.text, "text")
-        self.pixel_mean = tuple(self.pixel_mean)
-        self.pixel_std = tuple(self.pixel_std)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GroupViTConfig:
-        """From a ``model`` section; a bad key or value is a ``ConfigError`` naming ``model.KEY``."""
-        return parse_section(cls, d, "model")
-
-
-def _plain(obj):
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
+            object.__setattr__(self, "text", TextEncoderConfig.from_dict(self.text, "text"))
+        object.__setattr__(self, "pixel_mean", tuple(self.pixel_mean))
+        object.__setattr__(self, "pixel_std", tuple(self.pixel_std))

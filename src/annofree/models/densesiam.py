@@ -28,14 +28,13 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from annofree.models.config import _plain
 from annofree.models.densesiam_heads import (
     DensePredictor,
     DenseProjector,
@@ -45,11 +44,11 @@ from annofree.models.densesiam_heads import (
 )
 from annofree.models.fpn import FPNDecoder
 from annofree.models.resnet import RESNETS
-from annofree.sections import parse_section, require, spec
+from annofree.sections import Section, require, spec
 
 
-@dataclass
-class DenseSiamConfig:
+@dataclass(frozen=True)
+class DenseSiamConfig(Section, key="model"):
     """DenseSiam's architecture; the defaults are the released COCO-Stuff-27 segmentation model."""
 
     backbone: str = "resnet18"  # resnet18 | resnet50
@@ -78,18 +77,11 @@ class DenseSiamConfig:
     pixel_std: tuple[float, float, float] = spec((0.229, 0.224, 0.225), gt=0)
 
     def __post_init__(self):
-        self.pixel_mean = tuple(self.pixel_mean)
-        self.pixel_std = tuple(self.pixel_std)
+        object.__setattr__(self, "pixel_mean", tuple(self.pixel_mean))  # lists given in code
+        object.__setattr__(self, "pixel_std", tuple(self.pixel_std))
         require(self.backbone in RESNETS, "backbone", " | ".join(sorted(RESNETS)), self.backbone)
         require(self.dense_dim >= 2, "dense_dim", "an integer >= 2 (clusters)", self.dense_dim)
         require(self.aux_dim != 1 and self.aux_dim >= 0, "aux_dim", "0 (no over-clustering head) or >= 2", self.aux_dim)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DenseSiamConfig:
-        return parse_section(cls, d, "model")
 
 
 class Encoded(NamedTuple):

@@ -29,7 +29,7 @@ def test_every_run_writes_curves_at_its_checkpoints_and_at_the_end(tmp_path: Pat
 
     drawn = []
     real = curves.write_curves
-    monkeypatch.setattr(curves, "write_curves", lambda run_dir: drawn.append(real(run_dir)))
+    monkeypatch.setattr(curves, "write_curves", lambda run_dir, records: drawn.append(real(run_dir, records)))
     config = toy_config(train={"steps": 5, "log_every": 1, "save_every": 2})
     train(config, tmp_path / "run", data="toy")
     assert drawn == [tmp_path / "run" / CURVES_NAME] * 3  # saves at steps 2, 4 and 5; nothing new at the end
@@ -45,7 +45,7 @@ def test_a_run_stopped_by_a_nan_still_gets_its_curves(tmp_path: Path) -> None:
 
 
 def test_a_failing_plot_is_reported_and_training_goes_on(tmp_path: Path, monkeypatch, capsys) -> None:
-    def broken(run_dir):
+    def broken(run_dir, records):
         raise RuntimeError("no fonts today")
 
     monkeypatch.setattr("annofree.engine.curves.write_curves", broken)

@@ -6,11 +6,18 @@ outputs are spread out, 0 when collapsed; ``cluster_usage``: the share of cluste
 The trainer rewrites it at every checkpoint and at the end (:meth:`RunLogger.write_curves`); matplotlib draws
 with its Agg canvas, without pyplot, so nothing needs a display and nothing global changes.
 
-Example:
-    >>> from annofree.engine.curves import format_summary, summarize, write_curves  # doctest: +SKIP
-    >>> from annofree.engine.logging import read_log  # doctest: +SKIP
-    >>> write_curves("runs/tiny")  # runs/tiny/curves.png  # doctest: +SKIP
-    >>> print(format_summary(summarize(read_log("runs/tiny/log.jsonl"))))  # doctest: +SKIP
+This module reads no file: it is handed the records (``RunLogger`` hands its own; ``annofree report`` reads
+``log.jsonl`` with :func:`annofree.engine.logging.read_log`)::
+
+    records = read_log("runs/tiny/log.jsonl")
+    plot_curves(records, "runs/tiny/curves.png")
+    print(format_summary(summarize(records)))
+
+>>> print(format_summary(summarize([{"step": 1, "loss": 2.0, "lr": 1e-3}, {"step": 2, "loss": 1.5, "lr": 5e-4}])))
+steps: 2 (epoch None, 2 log records)
+loss: final 1.5 (first 2, min 1.5 at step 2)
+lr: peak 0.001, final 0.0005
+time: ? of training
 """
 
 from __future__ import annotations
@@ -118,15 +125,12 @@ def plot_curves(records: Sequence[dict[str, Any]], path: str | Path, title: str 
     return path
 
 
-def write_curves(run_dir: str | Path, path: str | Path | None = None) -> Path | None:
-    """``RUN/curves.png`` (or ``path``) from ``RUN/log.jsonl``; None when the log holds no record yet."""
-    from annofree.engine.logging import LOG_NAME, read_log
-
+def write_curves(run_dir: str | Path, records: Sequence[dict[str, Any]]) -> Path | None:
+    """``RUN/curves.png`` from the run's log records (the run logger's); None when there is no record yet."""
     run_dir = Path(run_dir)
-    records = read_log(run_dir / LOG_NAME)
     if not records:
         return None
-    return plot_curves(records, path or run_dir / CURVES_NAME, title=run_dir.resolve().name)
+    return plot_curves(records, run_dir / CURVES_NAME, title=run_dir.resolve().name)
 
 
 def summarize(records: Sequence[dict[str, Any]], total_steps: int | None = None) -> dict[str, Any]:

@@ -4,7 +4,13 @@
 grad_norm, images_per_s, elapsed_s, ...), flushed at once so that a crash loses at most the current
 window. A resumed run first drops the records of steps after its checkpoint, so the file reads as
 one uninterrupted run; TensorBoard purges those steps the same way. ``OUT/curves.png`` plots the log
-(:meth:`RunLogger.write_curves`, called by the trainer at every checkpoint and at the end).
+(:meth:`RunLogger.write_curves`, called by the trainer at every checkpoint and at the end: the logger hands
+the records it holds to :mod:`annofree.engine.curves`, which reads no file)::
+
+    logger = RunLogger("runs/x", total_steps=100, tensorboard=False)
+    logger.log({"step": 1, "loss": 0.7, "lr": 1e-3})
+    logger.write_curves()
+    logger.close()
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class RunLogger:
         self._start_step = start_step
         self._tensorboard = tensorboard
         self._logged_since_plot = 0
+        self._records: list[dict[str, Any]] = []  # as in log.jsonl (kept records of a resumed run first)
 
     def _open(self) -> None:
         """Open the sinks at the first record (a run refused before it logs anything leaves the files as they were).
@@ -83,6 +90,7 @@ class RunLogger:
                 kept = [r for r in read_log(log_path) if isinstance(r.get("step"), int) and r["step"] <= start]
                 text = "".join(json.dumps(r) + "\n" for r in kept)
                 atomic_write(log_path, lambda tmp: Path(tmp).write_text(text))
+                self._records = kept
             self._file = log_path.open("a")
         except OSError as exc:
             raise disk_error(log_path, exc) from None
@@ -108,11 +116,13 @@ class RunLogger:
         if self._file is None:
             self._open()
         assert self._file is not None
+        written = {k: _json_value(v) for k, v in record.items()}
         try:
-            self._file.write(json.dumps({k: _json_value(v) for k, v in record.items()}) + "\n")
+            self._file.write(json.dumps(written) + "\n")
             self._file.flush()
         except OSError as exc:
             raise disk_error(self._out_dir / LOG_NAME, exc) from None
+        self._records.append(written)
         self._logged_since_plot += 1
         if self._writer is not None:
             for key, value in record.items():
@@ -132,7 +142,7 @@ class RunLogger:
         try:
             from annofree.engine.curves import write_curves
 
-            write_curves(self._out_dir)
+            write_curves(self._out_dir, self._records)
             self._logged_since_plot = 0
         except Exception as exc:
             self.message(f"warning: could not draw curves.png ({type(exc).__name__}: {exc})".splitlines()[0])

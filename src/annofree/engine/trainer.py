@@ -489,151 +489,223 @@ def _train(
     state: dict[str, Any] | None,
     env: distributed.DistEnv,
 ) -> TrainResult:
-    train_cfg = cfg["train"]
-    total, accum, batch_size = train_cfg["steps"], cfg["optim"]["accum_steps"], train_cfg["batch_size"]
-    run = _Run(cfg, method_cls, env)
-    method = run.method
-    progress, notes = Progress(), distributed.launch_warnings()
-    if state is None:
-        distributed.seed_everything(cfg["seed"] + env.rank)
-    else:
-        run.load(state)
-        progress = checkpoint.progress_of(state)
-        notes += _resume_notes(cfg, out_dir, state, env)
-        if state["world_size"] == env.world_size:
-            checkpoint.restore_rng(state["rng"][env.rank], env.device)
-        else:  # another world size: the ranks' streams cannot continue; start fresh ones tied to the step
-            distributed.seed_everything(cfg["seed"] + env.rank + 7919 * progress.step)
-    config_written = state is None  # a resume writes its config with its first checkpoint: a refused one writes nothing
-    if config_written:
-        checkpoint.write_config(cfg, out_dir)
-
-    def save() -> None:
-        nonlocal config_written, last_saved
-        if not config_written:
-            checkpoint.write_config(cfg, out_dir)
-            config_written = True
-        run.save(out_dir, progress)
-        last_saved = progress.step
-
-    logger = RunLogger(
-        out_dir,
-        total_steps=total,
-        start_step=progress.step,
-        enabled=env.is_main,
-        tensorboard=train_cfg["tensorboard"],
-        description=method.name,
-    )
-    logger.message(
-        f"{method.name}: {sum(p.numel() for p in run.params):,} trainable parameters, {env.world_size} process(es) "
-        f"on {env.device.type}, global batch {run.global_batch} ({batch_size} x {env.world_size} x {accum}, "
-        f"{_accumulation_words(run.exact, batch_size * env.world_size)}), "
-        f"peak lr {run.schedule.curve['lr']:.3g}, {run.precision_note}"
-        f"{', compiled' if run.compiled is not None else ''}, out {out_dir}"
-    )
-    for note in [*run.pending_lines, *notes]:
-        logger.message(note)
-    run.say = logger.message
-    if progress.step >= total:
-        logger.message(f"the run is already at step {progress.step} of {total}: nothing to train (raise train.steps)")
-
-    record: dict[str, Any] = {}
-    last_saved = progress.step
-    session_start, elapsed_before = time.perf_counter(), progress.elapsed_s
-    window = _Window()
-    micro = 0  # micro-batches accumulated towards the next optimiser step
-    pending: list[Any] = []  # exact mode: this step's micro-batches, embedded together once all have come
-    run.model.train()
-    stop = StopRequests(announce=env.is_main)
-    try:
-        stop.__enter__()
-        while progress.step < total:
-            spec = LoaderSpec(
-                data=data,
-                batch_size=batch_size,
-                rank=env.rank,
-                world_size=env.world_size,
-                num_workers=train_cfg["num_workers"],
-                seed=cfg["seed"],
-                epoch=progress.epoch,
-                skip_batches=progress.batches_in_epoch,
-            )
-            yielded = 0
-            for batch in lockstep(method.train_batches(spec)):
-                yielded += 1
-                progress.batches_in_epoch += 1
-                if micro == 0:
-                    method.on_step(progress.step, total)
-                micro += 1
-                if run.exact:
-                    pending.append(batch)  # kept across an epoch boundary, as plain mode carries `micro`
-                    if micro < accum:
-                        continue
-                    outputs, loss = run.exact_step(pending, progress.step)
-                    window.add_micro_batch(outputs, loss, count=accum)
-                    pending = []
-                else:
-                    outputs, loss = run.forward_backward(batch, last_micro_batch=micro == accum)
-                    window.add_micro_batch(outputs, loss)
-                    if micro < accum:
-                        continue
-
-                micro = 0
-                lr, grad_norm = run.optimizer_step()
-                progress.step += 1
-                window.add_step(grad_norm)
-                logger.advance()
-                if progress.step % train_cfg["log_every"] == 0 or progress.step == total:
-                    progress.skipped += window.take_skipped()
-                    progress.elapsed_s = elapsed_before + time.perf_counter() - session_start
-                    record = _record(progress, lr, window, batch_size * env.world_size)
-                    logger.log(record)
-                    _check_finite(record, train_cfg["precision"], out_dir, last_saved)
-                    window = _Window()
-                if (train_cfg["save_every"] and progress.step % train_cfg["save_every"] == 0) or progress.step == total:
-                    saving_since = time.perf_counter()
-                    progress.skipped += window.take_skipped()
-                    progress.elapsed_s = elapsed_before + saving_since - session_start
-                    save()
-                    logger.write_curves()
-                    window.excluded_s += time.perf_counter() - saving_since
-                if progress.step >= total:
-                    break
-                signum = stop.agreed()
-                if signum is not None:
-                    if last_saved != progress.step:
-                        progress.skipped += window.take_skipped()
-                        progress.elapsed_s = elapsed_before + time.perf_counter() - session_start
-                        save()
-                    raise Interrupted(signum, _stopped_message(signum, method.name, out_dir, progress.step, total))
-            if progress.step >= total:
-                break
-            if yielded == 0 and spec.skip_batches == 0:
-                raise UserError(
-                    f"no training data: {method.name} yielded no batch for epoch {progress.epoch} "
-                    f"from {data!r} (give --data or train.data)"
-                )
-            progress.epoch += 1
-            progress.batches_in_epoch = 0
-    except Interrupted as exc:
-        if not exc.message:  # a second signal, raised at once wherever the loop was
-            message = _stopped_message(exc.signum, method.name, out_dir, last_saved, total)
-            raise Interrupted(exc.signum, message) from None
-        raise
-    finally:
-        stop.__exit__()
-        logger.write_curves()  # a run stopped early still gets its plot; a no-op after the last save's
-        logger.close()
+    """Build the run, restore ``state`` (a resume) and train to ``train.steps``."""
+    session = _Session(cfg, _Run(cfg, method_cls, env), out_dir, data, state, env)
+    session.train()
+    progress, method = session.progress, session.run.method
     if env.is_main:
-        print(f"{method.name}: step {progress.step}/{total}, weights in {out_dir / WEIGHTS_NAME}", flush=True)
+        print(f"{method.name}: step {progress.step}/{session.total}, weights in {out_dir / WEIGHTS_NAME}", flush=True)
     return TrainResult(
         out_dir=out_dir,
         weights=out_dir / WEIGHTS_NAME,
         step=progress.step,
         epoch=progress.epoch,
-        metrics=record,
+        metrics=session.record,
         method=method,
     )
+
+
+def _restore(
+    run: _Run, cfg: dict[str, Any], out_dir: Path, state: dict[str, Any] | None, env: distributed.DistEnv
+) -> tuple[Progress, list[str]]:
+    """Where the session starts and the notes it logs first. A fresh run seeds each rank's stream with
+    ``seed + rank``; a resume loads the state and continues the saved streams (under another world size,
+    fresh ones tied to the step)."""
+    notes = distributed.launch_warnings()
+    if state is None:
+        distributed.seed_everything(cfg["seed"] + env.rank)
+        return Progress(), notes
+    run.load(state)
+    progress = checkpoint.progress_of(state)
+    notes += _resume_notes(cfg, out_dir, state, env)
+    if state["world_size"] == env.world_size:
+        checkpoint.restore_rng(state["rng"][env.rank], env.device)
+    else:  # another world size: the ranks' streams cannot continue; start fresh ones tied to the step
+        distributed.seed_everything(cfg["seed"] + env.rank + 7919 * progress.step)
+    return progress, notes
+
+
+class _Session:
+    """One session of a run: the loop over epochs and micro-batches, its log records, checkpoints and stops."""
+
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        run: _Run,
+        out_dir: Path,
+        data: str,
+        state: dict[str, Any] | None,
+        env: distributed.DistEnv,
+    ):
+        self.cfg, self.run, self.out_dir, self.data, self.env = cfg, run, out_dir, data, env
+        self.train_cfg = cfg["train"]
+        self.total, self.accum = self.train_cfg["steps"], cfg["optim"]["accum_steps"]
+        self.batch_size = self.train_cfg["batch_size"]
+        self.progress, notes = _restore(run, cfg, out_dir, state, env)
+        # A resume writes its config with its first checkpoint: a refused one writes nothing.
+        self.config_written = state is None
+        if self.config_written:
+            checkpoint.write_config(cfg, out_dir)
+        self.logger = self._open_logger(notes)
+        self.record: dict[str, Any] = {}  # the last log record
+        self.last_saved = self.progress.step
+        self.session_start, self.elapsed_before = time.perf_counter(), self.progress.elapsed_s
+        self.window = _Window()
+        self.micro = 0  # micro-batches accumulated towards the next optimiser step
+        self.pending: list[Any] = []  # exact mode: this step's micro-batches, embedded together once all have come
+
+    def _open_logger(self, notes: list[str]) -> RunLogger:
+        """The run's logger, with the run's first line, the set-up's and the resume's notes logged."""
+        run, env, name = self.run, self.env, self.run.method.name
+        logger = RunLogger(
+            self.out_dir,
+            total_steps=self.total,
+            start_step=self.progress.step,
+            enabled=env.is_main,
+            tensorboard=self.train_cfg["tensorboard"],
+            description=name,
+        )
+        logger.message(
+            f"{name}: {sum(p.numel() for p in run.params):,} trainable parameters, {env.world_size} process(es) "
+            f"on {env.device.type}, global batch {run.global_batch} ({self.batch_size} x {env.world_size} x "
+            f"{self.accum}, {_accumulation_words(run.exact, self.batch_size * env.world_size)}), "
+            f"peak lr {run.schedule.curve['lr']:.3g}, {run.precision_note}"
+            f"{', compiled' if run.compiled is not None else ''}, out {self.out_dir}"
+        )
+        for note in [*run.pending_lines, *notes]:
+            logger.message(note)
+        run.say = logger.message
+        if self.progress.step >= self.total:
+            logger.message(
+                f"the run is already at step {self.progress.step} of {self.total}: nothing to train (raise train.steps)"
+            )
+        return logger
+
+    def train(self) -> None:
+        """Epochs until ``train.steps``; SIGINT / SIGTERM save at the next step boundary and raise Interrupted."""
+        self.run.model.train()
+        stop = StopRequests(announce=self.env.is_main)
+        try:
+            stop.__enter__()
+            while self.progress.step < self.total:
+                self.epoch(stop)
+        except Interrupted as exc:
+            if not exc.message:  # a second signal, raised at once wherever the loop was
+                raise Interrupted(exc.signum, self._stopped_message(exc.signum, self.last_saved)) from None
+            raise
+        finally:
+            stop.__exit__()
+            self.logger.write_curves()  # a run stopped early still gets its plot; a no-op after the last save's
+            self.logger.close()
+
+    def epoch(self, stop: StopRequests) -> None:
+        """The rest of the current epoch (from ``batches_in_epoch``), or up to the last step."""
+        progress = self.progress
+        spec = LoaderSpec(
+            data=self.data,
+            batch_size=self.batch_size,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            num_workers=self.train_cfg["num_workers"],
+            seed=self.cfg["seed"],
+            epoch=progress.epoch,
+            skip_batches=progress.batches_in_epoch,
+        )
+        yielded = 0
+        for batch in lockstep(self.run.method.train_batches(spec)):
+            yielded += 1
+            progress.batches_in_epoch += 1
+            if not self.micro_batch(batch):
+                continue
+            self.optimizer_step()
+            if progress.step >= self.total:
+                return
+            self.stop_if_asked(stop)
+        if yielded == 0 and spec.skip_batches == 0:
+            raise UserError(
+                f"no training data: {self.run.method.name} yielded no batch for epoch {progress.epoch} "
+                f"from {self.data!r} (give --data or train.data)"
+            )
+        progress.epoch += 1
+        progress.batches_in_epoch = 0
+
+    def micro_batch(self, batch: Any) -> bool:
+        """Forward and backward of one micro-batch (exact mode: of the step's, once all have come); True when
+        the step's gradients are complete."""
+        run = self.run
+        if self.micro == 0:
+            run.method.on_step(self.progress.step, self.total)
+        self.micro += 1
+        if run.exact:
+            self.pending.append(batch)  # kept across an epoch boundary, as plain mode carries `micro`
+            if self.micro < self.accum:
+                return False
+            outputs, loss = run.exact_step(self.pending, self.progress.step)
+            self.window.add_micro_batch(outputs, loss, count=self.accum)
+            self.pending = []
+        else:
+            outputs, loss = run.forward_backward(batch, last_micro_batch=self.micro == self.accum)
+            self.window.add_micro_batch(outputs, loss)
+            if self.micro < self.accum:
+                return False
+        self.micro = 0
+        return True
+
+    def optimizer_step(self) -> None:
+        """Step the optimiser, then log and save when the step is due for it."""
+        lr, grad_norm = self.run.optimizer_step()
+        step = self.progress.step = self.progress.step + 1
+        self.window.add_step(grad_norm)
+        self.logger.advance()
+        last = step == self.total
+        if step % self.train_cfg["log_every"] == 0 or last:
+            self.log(lr)
+        save_every = self.train_cfg["save_every"]
+        if (save_every and step % save_every == 0) or last:
+            self.checkpoint()
+
+    def log(self, lr: float) -> None:
+        """Close the window into a log record; stop on a NaN or infinite loss."""
+        self.progress.skipped += self.window.take_skipped()
+        self.progress.elapsed_s = self.elapsed_s()
+        self.record = _record(self.progress, lr, self.window, self.batch_size * self.env.world_size)
+        self.logger.log(self.record)
+        _check_finite(self.record, self.train_cfg["precision"], self.out_dir, self.last_saved)
+        self.window = _Window()
+
+    def checkpoint(self) -> None:
+        """Save and redraw the curves; the time that takes is left out of the window's throughput."""
+        saving_since = time.perf_counter()
+        self.progress.skipped += self.window.take_skipped()
+        self.progress.elapsed_s = self.elapsed_before + saving_since - self.session_start
+        self.save()
+        self.logger.write_curves()
+        self.window.excluded_s += time.perf_counter() - saving_since
+
+    def stop_if_asked(self, stop: StopRequests) -> None:
+        """When every rank has seen SIGINT or SIGTERM: save (unless this step is saved) and raise Interrupted."""
+        signum = stop.agreed()
+        if signum is None:
+            return
+        if self.last_saved != self.progress.step:
+            self.progress.skipped += self.window.take_skipped()
+            self.progress.elapsed_s = self.elapsed_s()
+            self.save()
+        raise Interrupted(signum, self._stopped_message(signum, self.progress.step))
+
+    def save(self) -> None:
+        if not self.config_written:
+            checkpoint.write_config(self.cfg, self.out_dir)
+            self.config_written = True
+        self.run.save(self.out_dir, self.progress)
+        self.last_saved = self.progress.step
+
+    def elapsed_s(self) -> float:
+        """Training time of the run so far, earlier sessions included."""
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+    def _stopped_message(self, signum: int, saved_step: int) -> str:
+        return _stopped_message(signum, self.run.method.name, self.out_dir, saved_step, self.total)
 
 
 def _accumulation_words(exact: bool, micro_batch: int) -> str:

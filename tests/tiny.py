@@ -31,6 +31,14 @@ def tiny_groupvit_config(vocab_size: int = 49408) -> GroupViTConfig:
     )
 
 
+def tiny_groupvit_section(image: dict | None = None, text: dict | None = None, **top) -> dict:
+    """The tiny GroupViT as a config's ``model`` section, with keys of ``image``, ``text`` and the top level changed."""
+    section = tiny_groupvit_config().to_dict()
+    section["image"].update(image or {})
+    section["text"].update(text or {})
+    return {**section, **top}
+
+
 def tiny_groupvit(seed: int = 0, vocab_size: int = 49408) -> GroupViT:
     torch.manual_seed(seed)
     return GroupViT(tiny_groupvit_config(vocab_size))

@@ -24,18 +24,12 @@ from annofree.engine.config import resolve_engine_config
 from annofree.engine.trainer import _Run
 from annofree.methods import get_method
 from annofree.methods.groupvit import make_sample
+from tests.tiny import tiny_groupvit_section
 
 MICRO_BATCHES, BATCH = 4, 8  # global micro-batches of one step, samples in each
 STEP = 3  # the step the noise is drawn for (any; not 0, so that the step takes part in the seed)
 # embed_dim 256 as the published model: at initialisation the image-text loss is then close to ln(batch).
-MODEL = {
-    "image": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depths": [1, 1, 1], "num_heads": [2, 2, 2],
-              "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4], "drop_path_rate": 0.2,
-              "gumbel": True, "hard_assignment": True},
-    "text": {"context_length": 16, "width": 32, "layers": 1, "heads": 2},
-    "embed_dim": 256,
-    "proj_hidden_dim": 32,
-}  # fmt: skip
+MODEL = tiny_groupvit_section(image={"drop_path_rate": 0.2, "gumbel": True, "hard_assignment": True}, embed_dim=256)
 # The loss forms exact accumulation must get right (each with Gumbel noise, drop path and BatchNorm).
 VARIANTS = {
     "softmax": {},

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +14,7 @@ from annofree.engine.checkpoint import load_state
 from annofree.engine.logging import read_log
 from annofree.engine.trainer import train
 from annofree.errors import UserError
+from tests.torchrun import run_torchrun
 
 from .toy_method import PLAIN_RUN, ToyMethod, toy_config
 
@@ -56,34 +53,12 @@ def test_seed_everything_seeds_all_three_rngs() -> None:
     assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _states(out: Path, name: str) -> list[dict[str, torch.Tensor]]:
     return [torch.load(out / f"{name}_rank{rank}.pt", weights_only=True) for rank in range(WORLD)]
 
 
 def test_torchrun_two_processes_train_like_one_on_the_whole_batch_and_resume_exactly(tmp_path: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={WORLD}",
-        "--nnodes=1",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(WORKER),
-        str(tmp_path),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes share a small CPU
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
-    except subprocess.TimeoutExpired as error:
-        pytest.fail(f"torchrun timed out after {error.timeout} s\n{(error.stderr or b'')[-4000:]}")
-    assert done.returncode == 0, f"torchrun exited with {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    run_torchrun(WORKER, WORLD, tmp_path, timeout=180)
 
     # Both ranks end with the same weights, which moved away from the initial ones ...
     plain = _states(tmp_path, "plain")

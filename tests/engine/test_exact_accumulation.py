@@ -8,10 +8,6 @@ multi-label loss form on. Plain accumulation stays what it was: the mean of the 
 from __future__ import annotations
 
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ from annofree.errors import UserError
 from annofree.methods import get_method
 from annofree.methods.groupvit import GroupViTMethod
 from annofree.weights import read_weights
+from tests.torchrun import run_torchrun
 
 from . import exact_worker as problem
 
@@ -33,23 +30,9 @@ WORKER = Path(__file__).with_name("exact_worker.py")
 RELATIVE = 1e-5  # the brief's bound on every parameter's gradient
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(world: int, out: Path) -> list[dict]:
     """The worker's results per rank: ``results[rank][(variant, dtype)]``."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}", "--nnodes=1",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(out)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # several processes share a small CPU
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    except subprocess.TimeoutExpired as error:
-        stderr = error.stderr.decode(errors="replace") if isinstance(error.stderr, bytes) else error.stderr or ""
-        pytest.fail(f"torchrun ({world} processes) timed out after {error.timeout} s\n{stderr[-6000:]}")
-    assert done.returncode == 0, f"torchrun exited with {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    run_torchrun(WORKER, world, out, timeout=300)
     return [
         {key: torch.load(out / f"{key[0]}_{key[1]}_w{world}_rank{rank}.pt", weights_only=True) for key in CASES}
         for rank in range(world)

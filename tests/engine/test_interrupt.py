@@ -18,6 +18,7 @@ import yaml
 from annofree.engine.checkpoint import STATE_NAME, load_state
 from annofree.engine.logging import read_log
 from annofree.folders import LOCK_NAME
+from tests.torchrun import torchrun_command, torchrun_env
 
 from .toy_method import toy_config
 
@@ -132,22 +133,10 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
 
 
 def _torchrun(tmp_path: Path, mode: str, **kwargs) -> subprocess.Popen:
-    from tests.engine.test_distributed import _free_port
-
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--nnodes=1",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(Path(__file__).with_name("signal_worker.py")),
-        str(tmp_path),
-        mode,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+    command = torchrun_command(Path(__file__).with_name("signal_worker.py"), 2, tmp_path, mode)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=torchrun_env(), **kwargs
+    )
 
 
 def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.torchrun import run_torchrun
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
 WORLD = 2
@@ -24,35 +22,8 @@ def _load_worker():
     return module
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _run_workers(out_dir: Path) -> list[dict]:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={WORLD}",
-        "--nnodes=1",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(WORKER),
-        str(out_dir),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes share a small CPU
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
-    except subprocess.TimeoutExpired as error:
-        stderr = error.stderr.decode(errors="replace") if isinstance(error.stderr, bytes) else error.stderr or ""
-        pytest.fail(f"distributed workers timed out after {error.timeout} s\nstderr:\n{stderr[-6000:]}")
-    if done.returncode != 0:
-        pytest.fail(
-            f"torch.distributed.run exited with {done.returncode}\n"
-            f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
-        )
+    done = run_torchrun(WORKER, WORLD, out_dir, timeout=120)
     files = sorted(out_dir.glob("rank*.json"))
     assert len(files) == WORLD, f"expected {WORLD} result files, found {[f.name for f in files]}\n{done.stderr[-6000:]}"
     return [json.loads(f.read_text()) for f in files]

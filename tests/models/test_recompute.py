@@ -14,15 +14,10 @@ from annofree.methods.groupvit import collate, make_sample
 from annofree.models.grouping import GroupingBlock
 from annofree.models.layers import Block
 from annofree.models.text_encoder import ResidualBlock
+from tests.tiny import tiny_groupvit_section
 
 # Gumbel noise (hard assignment, training), drop path and two text blocks: every random draw a recompute must replay.
-MODEL = {
-    "image": {"img_size": 32, "patch_size": 4, "embed_dim": 32, "depths": [2, 1, 1], "num_heads": [2, 2, 2],
-              "num_group_tokens": [8, 4, 0], "num_output_groups": [8, 4], "drop_path_rate": 0.3},
-    "text": {"context_length": 16, "width": 32, "layers": 2, "heads": 2},
-    "embed_dim": 16,
-    "proj_hidden_dim": 32,
-}  # fmt: skip
+MODEL = tiny_groupvit_section(image={"depths": [2, 1, 1], "drop_path_rate": 0.3}, text={"layers": 2})
 CAPTIONS = ["a red circle", "two squares and a star", "a heart on grass", "a ring", "a blue star", "a big square"]
 BLOCK_TYPES = (Block, GroupingBlock, ResidualBlock)
 

@@ -42,7 +42,8 @@ them (``Method.check_config``). :func:`check_method_config` refuses any other to
     files in ``OUT/tb``; ``data`` default data pattern when ``--data`` is not given; ``find_unused_parameters`` for
     DistributedDataParallel (true when some parameters get no gradient in some steps).
 
-``configs/engine_defaults.yaml`` is a commented copy of these defaults.
+``configs/engine_defaults.yaml`` is a commented copy of these defaults, tested equal to the dataclasses' own (each
+default is written once, as a field's default).
 
 Configs by name: ``load_config("groupvit/synth_tiny")`` (or ``groupvit/synth_tiny.yaml``, or
 ``configs/groupvit/synth_tiny.yaml`` outside the repository) reads the config packaged with annofree when

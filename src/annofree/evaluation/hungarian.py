@@ -19,9 +19,14 @@ its confusions with stuff too. The official evaluator instead reorders rows by m
 slices the first 12 ROWS AND COLUMNS, i.e. by predicted cluster id (and drops cross-group confusions); its
 overall figures are unaffected, its things/stuff figures are not comparable.
 
-Example (COCO-Stuff-27, classes 0-11 things, 12-26 stuff):
-    >>> scores = evaluate_clusters(conf, groups={"things": range(12), "stuff": range(12, 27)})  # doctest: +SKIP
-    >>> scores.miou, scores.groups["things"]["miou"]  # doctest: +SKIP
+Example (three classes, the first a thing, found as clusters in another order; for COCO-Stuff-27 the groups
+are ``{"things": range(12), "stuff": range(12, 27)}``):
+    >>> conf = np.array([[0, 5, 50], [30, 0, 0], [0, 40, 10]])  # rows: classes, columns: clusters
+    >>> scores = evaluate_clusters(conf, groups={"things": [0], "stuff": [1, 2]})
+    >>> scores.mapping  # the class of each cluster
+    array([1, 2, 0])
+    >>> round(scores.miou, 3), round(scores.groups["things"]["miou"], 3)
+    (0.832, 0.769)
 """
 
 from __future__ import annotations

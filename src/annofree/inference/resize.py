@@ -9,7 +9,7 @@ default for users' photos antialiases then (:func:`resize_antialias`).
 
     >>> pixels = torch.rand(1, 3, 375, 500)              # float [B, 3, H, W] in [0, 1]
     >>> size = rescaled_size(375, 500, short_side=448, max_long_side=2048)
-    >>> resize_pixels(pixels, size, "official").shape    # doctest: +SKIP
+    >>> resize_pixels(pixels, size, "official").shape
     torch.Size([1, 3, 448, 597])
 """
 

@@ -12,8 +12,8 @@ one of them (equal non-negative ``prompt_ids``), and 0 otherwise:
 Why it exists: at small scale the softmax form dilutes the signal. A caption's prompts mostly name things no
 image shows ("photo", "year", "front"), and each image must spread its probability over them; the sigmoid form
 asks an independent question per noun ("is there a circle?"), which is what captions that mention every object
-can answer, and what a label-supervised classifier learns from. Measured gain (docs/learning.md): 0.793 against
-0.763 class AUC after 250 steps, same encoder and prompts; one seed, so close to the run-to-run noise.
+can answer, and what a label-supervised classifier learns from. docs/learning.md has the runs that compare the
+two forms.
 
 Summed over the ranks, every (image, prompt) pair of the global batch counts once, so the mean of the ranks'
 losses equals the single-process loss on the concatenated batch, gradients included (all-gather with gradient).

@@ -57,33 +57,6 @@ from annofree.sections import ConfigError, Section, parse_section, require, spec
 
 MODES = ("pretrain", "segment")
 
-_COMMON_LOSS = {
-    "global_weight": 0.0,
-    "pix_weight": 1.0,
-    "region_weight": 0.1,
-    "region_start": 0.8,  # an int: the optimiser step; a float in [0, 1]: that fraction of train.steps
-    "region_temperature": 0.1,
-}
-LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": {
-        **_COMMON_LOSS,
-        "similarity": "cosine",
-        "global_weight": 1.0,  # without the global branch the paper saw collapse
-        "region_start": 0.5,
-        "grid_size": 7,  # K: K x K points in the overlap
-        "min_overlap": 0.0,  # pixels; narrower overlaps count as none
-    },
-    "segment": {
-        **_COMMON_LOSS,
-        "similarity": "ce",
-        "pix_weight": "auto",  # with the auxiliary head: ln K_aux / (ln K_aux + ln K), else 1
-        "aux_weight": "auto",  # ln K / (ln K_aux + ln K)
-        "seg_weight": 1.0,
-        "seg_reweight": "frequency",  # null | frequency (the release's rebalance_seg) | inverse
-        "seg_target": "self",  # self: each view's own argmax (the release) | cross: the other view's
-    },
-}
-
 # The release's photometric augmentation of each view (see annofree.data.views for the blur sigma).
 _RELEASED_VIEW = {
     "size": 320,
@@ -134,6 +107,35 @@ class LossOptions(Section, key="loss"):
         if isinstance(self.region_start, float):
             return math.ceil(self.region_start * total_steps)
         return self.region_start
+
+
+# Each mode's loss keys with their defaults (those shared with LossOptions are read off its fields).
+_COMMON_LOSS = {
+    "global_weight": 0.0,
+    "pix_weight": 1.0,
+    "region_weight": 0.1,
+    "region_start": 0.8,  # an int: the optimiser step; a float in [0, 1]: that fraction of train.steps
+    "region_temperature": 0.1,
+}
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": {
+        **_COMMON_LOSS,
+        "similarity": "cosine",
+        "global_weight": 1.0,  # without the global branch the paper saw collapse
+        "region_start": 0.5,
+        "grid_size": LossOptions.grid_size,  # K: K x K points in the overlap
+        "min_overlap": LossOptions.min_overlap,  # pixels; narrower overlaps count as none
+    },
+    "segment": {
+        **_COMMON_LOSS,
+        "similarity": "ce",
+        "pix_weight": "auto",  # with the auxiliary head: ln K_aux / (ln K_aux + ln K), else 1
+        "aux_weight": "auto",  # ln K / (ln K_aux + ln K)
+        "seg_weight": 1.0,
+        "seg_reweight": "frequency",  # null | frequency (the release's rebalance_seg) | inverse
+        "seg_target": LossOptions.seg_target,  # self: each view's own argmax (the release) | cross: the other view's
+    },
+}
 
 
 @dataclass(frozen=True)

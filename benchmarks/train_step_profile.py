@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from annofree.engine.config import OptimSection
 from annofree.engine.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIM = {"weight_decay": 0.05, "betas": (0.9, 0.999), "eps": 1e-8}
+OPTIM = OptimSection(weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

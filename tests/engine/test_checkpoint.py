@@ -11,7 +11,7 @@ import torch
 
 from annofree.engine import checkpoint
 from annofree.engine.checkpoint import Progress, capture_rng, load_state, restore_rng, save_checkpoint, weights_step
-from annofree.engine.config import resolve_engine_config
+from annofree.engine.config import OptimSection, resolve_engine_config
 from annofree.engine.optim import WarmupCosine, build_optimizer
 from annofree.errors import UserError
 from annofree.weights import read_weights
@@ -37,7 +37,7 @@ def test_rng_states_round_trip_including_cached_gaussians(tmp_path: Path) -> Non
 
 def _toy_run_parts(config: dict):
     method = ToyMethod(config)
-    optimizer = build_optimizer(method, config["optim"], lr=0.1)
+    optimizer = build_optimizer(method, OptimSection.from_dict(config["optim"]), lr=0.1)
     schedule = WarmupCosine(optimizer, lr=0.1, total_steps=10)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     return method, optimizer, schedule, scaler
@@ -67,7 +67,7 @@ def test_saved_state_loads_with_weights_only_and_records_the_step(tmp_path: Path
     assert state["schedule"] == {"steps_taken": 1}
     assert all(torch.equal(state["method"][k], v) for k, v in method.state_dict().items())
     fresh = ToyMethod(config)
-    fresh_optimizer = build_optimizer(fresh, config["optim"], lr=0.1)
+    fresh_optimizer = build_optimizer(fresh, OptimSection.from_dict(config["optim"]), lr=0.1)
     fresh_optimizer.load_state_dict(state["optimizer"])  # the optimiser state fits a rebuilt optimiser
     assert fresh_optimizer.state_dict()["state"][0]["step"] == 1
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from annofree.engine.config import OptimSection
 from annofree.engine.optim import WarmupCosine, build_optimizer, build_schedule, lr_at, param_groups, scaled_lrs
 
 CURVE = {"lr": 1.0, "total_steps": 12, "warmup_steps": 4, "warmup_lr": 0.2, "min_lr": 0.1}
@@ -47,7 +48,7 @@ def test_decay_all_decays_norms_and_biases_too() -> None:
     assert _names(model, everything) == {"0.weight", "0.bias", "1.weight", "1.bias"}
     decay, no_decay = param_groups(model, weight_decay=1e-4)
     assert _names(model, decay) == {"0.weight"} and _names(model, no_decay) == {"0.bias", "1.weight", "1.bias"}
-    sgd = build_optimizer(model, {"name": "sgd", "weight_decay": 1e-4, "decay_all": True}, lr=0.05)
+    sgd = build_optimizer(model, OptimSection(name="sgd", weight_decay=1e-4, decay_all=True), lr=0.05)
     assert [g["weight_decay"] for g in sgd.param_groups] == [1e-4] and len(sgd.param_groups[0]["params"]) == 4
     # One step from zero gradients: only decay moves a parameter, so the BN weight shrinks with decay_all.
     for p in model.parameters():
@@ -96,8 +97,9 @@ def test_schedule_object_sets_group_rates_and_resumes_on_the_curve() -> None:
 
 def test_lr_scales_linearly_with_the_global_batch() -> None:
     cfg = {"lr": 1.6e-3, "warmup_lr": 4e-6, "min_lr": 4e-5, "lr_scale_batch": 4096}
-    assert scaled_lrs(cfg, 1024) == pytest.approx({"lr": 4e-4, "warmup_lr": 1e-6, "min_lr": 1e-5})
-    assert scaled_lrs({**cfg, "lr_scale_batch": None}, 1024) == pytest.approx(
+    scaled = scaled_lrs(OptimSection.from_dict(cfg), 1024)
+    assert scaled == pytest.approx({"lr": 4e-4, "warmup_lr": 1e-6, "min_lr": 1e-5})
+    assert scaled_lrs(OptimSection.from_dict({**cfg, "lr_scale_batch": None}), 1024) == pytest.approx(
         {"lr": 1.6e-3, "warmup_lr": 4e-6, "min_lr": 4e-5}
     )
 
@@ -113,20 +115,20 @@ def test_build_from_optim_section() -> None:
         "min_lr": 0.0,
         "lr_scale_batch": 8,
     }
-    optimizer = build_optimizer(Net(), cfg, lr=cfg["lr"])
+    optimizer = build_optimizer(Net(), OptimSection.from_dict(cfg), lr=cfg["lr"])
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.param_groups[0]["betas"] == (0.8, 0.95) and optimizer.param_groups[0]["eps"] == 1e-6
-    schedule = build_schedule(optimizer, cfg, total_steps=10, global_batch=16)
+    schedule = build_schedule(optimizer, OptimSection.from_dict(cfg), total_steps=10, global_batch=16)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02) == schedule.lr
 
 
 def test_sgd_with_momentum_and_a_fixed_rate() -> None:
     cfg = {"name": "sgd", "lr": 0.05, "momentum": 0.8, "weight_decay": 1e-4, "warmup_steps": 0, "warmup_lr": 0.0,
            "min_lr": 0.05, "lr_scale_batch": None}  # fmt: skip
-    optimizer = build_optimizer(Net(), cfg, lr=cfg["lr"])
+    optimizer = build_optimizer(Net(), OptimSection.from_dict(cfg), lr=cfg["lr"])
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.8
     assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 0.0]
-    schedule = build_schedule(optimizer, cfg, total_steps=10, global_batch=16)
+    schedule = build_schedule(optimizer, OptimSection.from_dict(cfg), total_steps=10, global_batch=16)
     for _ in range(5):
         schedule.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # min_lr = lr: no decay
@@ -138,7 +140,7 @@ def test_cpu_parameters_get_the_fused_adamw_step_with_the_plain_update() -> None
     nets = [Net(), Net()]
     nets[1].load_state_dict(nets[0].state_dict())
     start = nets[0].proj.weight.detach().clone()
-    fused = build_optimizer(nets[0], cfg, lr=cfg["lr"])
+    fused = build_optimizer(nets[0], OptimSection.from_dict(cfg), lr=cfg["lr"])
     plain = torch.optim.AdamW(param_groups(nets[1], 0.1), lr=0.01, betas=(0.9, 0.98), eps=1e-6)
     assert fused.defaults["fused"] is True and not plain.defaults["fused"]
     for _ in range(3):

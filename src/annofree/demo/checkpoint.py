@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from annofree.engine.checkpoint import CONFIG_NAME, has_state, load_state
-from annofree.engine.config import load_config
+from annofree.engine.config import OptimSection, load_config
 from annofree.engine.optim import build_optimizer
 from annofree.errors import UserError
 from annofree.inference.settings import SETTINGS_NAME, ZeroShotSettings
@@ -50,9 +50,8 @@ def trained_token_rows(run_dir: str | Path) -> torch.Tensor:
         raise UserError(f"{run_dir}: no training state, so the token rows that were trained are unknown")
     config = load_config(Path(run_dir) / CONFIG_NAME, defaults=None)
     method = get_method(config["method"])(config)
-    optimizer = build_optimizer(
-        method, config["optim"], lr=float(config["optim"]["lr"]), no_weight_decay=method.no_weight_decay()
-    )
+    optim = OptimSection.from_dict(config["optim"])
+    optimizer = build_optimizer(method, optim, lr=optim.lr, no_weight_decay=method.no_weight_decay())
     optimizer.load_state_dict(load_state(run_dir)["optimizer"])
     param = dict(method.named_parameters())[f"model.{TOKEN_EMBEDDING}"]
     if "exp_avg_sq" not in optimizer.state[param]:

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from annofree.engine.config import OptimSection
+
 
 def decays(name: str, param: torch.Tensor, no_weight_decay: Iterable[str] = ()) -> bool:
     """Whether weight decay applies: not to 1-D parameters (norms, scales), biases or the named ones."""
@@ -54,21 +56,15 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, optim_cfg: dict[str, Any], lr: float, no_weight_decay: Iterable[str] = ()):
-    """``optim_cfg["name"]`` (AdamW by default, or SGD with momentum) over ``param_groups`` at ``lr`` (the
-    schedule then sets each step's rate)."""
-    groups = param_groups(
-        model, float(optim_cfg["weight_decay"]), no_weight_decay, decay_all=bool(optim_cfg.get("decay_all", False))
-    )
+def build_optimizer(model: nn.Module, optim: OptimSection, lr: float, no_weight_decay: Iterable[str] = ()):
+    """``optim.name`` (AdamW, or SGD with momentum) over ``param_groups`` at ``lr`` (the schedule then sets each
+    step's rate)."""
+    groups = param_groups(model, optim.weight_decay, no_weight_decay, decay_all=optim.decay_all)
     if not groups:
         raise ValueError("the method has no trainable parameters")
-    name = optim_cfg.get("name", "adamw")
-    if name == "sgd":  # not fused: torch 2.13's fused SGD failed in DenseSiam's training (a None gradient reached it)
-        return torch.optim.SGD(groups, lr=lr, momentum=float(optim_cfg.get("momentum", 0.9)))
-    if name != "adamw":
-        raise ValueError(f"unknown optimiser {name!r} (adamw | sgd)")
-    betas, eps = tuple(optim_cfg["betas"]), float(optim_cfg["eps"])
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fusable(groups))
+    if optim.name == "sgd":  # not fused: torch 2.13's fused SGD failed in DenseSiam's training (a None gradient)
+        return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
+    return torch.optim.AdamW(groups, lr=lr, betas=optim.betas, eps=optim.eps, fused=fusable(groups))
 
 
 def fusable(groups: list[dict[str, Any]]) -> bool | None:
@@ -142,18 +138,14 @@ class WarmupCosine:
         self._apply()
 
 
-def scaled_lrs(optim_cfg: dict[str, Any], global_batch: int) -> dict[str, float]:
+def scaled_lrs(optim: OptimSection, global_batch: int) -> dict[str, float]:
     """``lr``, ``warmup_lr`` and ``min_lr`` scaled linearly from ``optim.lr_scale_batch`` to ``global_batch``."""
-    base = optim_cfg.get("lr_scale_batch")
-    factor = global_batch / base if base else 1.0
-    return {key: float(optim_cfg[key]) * factor for key in ("lr", "warmup_lr", "min_lr")}
+    factor = global_batch / optim.lr_scale_batch if optim.lr_scale_batch else 1.0
+    return {"lr": optim.lr * factor, "warmup_lr": optim.warmup_lr * factor, "min_lr": optim.min_lr * factor}
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, optim_cfg: dict[str, Any], total_steps: int, global_batch: int):
+def build_schedule(optimizer: torch.optim.Optimizer, optim: OptimSection, total_steps: int, global_batch: int):
     """The schedule of the engine's ``optim`` section for a run of ``total_steps`` at ``global_batch``."""
     return WarmupCosine(
-        optimizer,
-        total_steps=total_steps,
-        warmup_steps=int(optim_cfg["warmup_steps"]),
-        **scaled_lrs(optim_cfg, global_batch),
+        optimizer, total_steps=total_steps, warmup_steps=optim.warmup_steps, **scaled_lrs(optim, global_batch)
     )

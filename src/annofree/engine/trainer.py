@@ -49,6 +49,8 @@ from annofree.engine import checkpoint, distributed
 from annofree.engine.checkpoint import Progress
 from annofree.engine.compiled import compile_forward
 from annofree.engine.config import (
+    OptimSection,
+    TrainSection,
     accum_mode,
     check_method_config,
     check_resume,
@@ -332,38 +334,36 @@ class _Run:
     """The objects of one run (method, DDP wrapper, optimiser, schedule, scaler) and what a step does with them."""
 
     def __init__(self, cfg: dict[str, Any], method_cls: type[Method], env: distributed.DistEnv):
-        optim_cfg, train_cfg = cfg["optim"], cfg["train"]
+        optim, train = OptimSection.from_dict(cfg["optim"]), TrainSection.from_dict(cfg["train"])
         self.env = env
-        self.accum_steps = optim_cfg["accum_steps"]
+        self.accum_steps = optim.accum_steps
         self.exact = accum_mode(cfg, method_cls) == "exact"
         self.seed = cfg["seed"]
-        self.global_batch = train_cfg["batch_size"] * env.world_size * self.accum_steps
+        self.global_batch = train.batch_size * env.world_size * self.accum_steps
         # The same seed on every rank before building, so the initial weights do not depend on the world size.
         distributed.seed_everything(cfg["seed"])
         self.method = method_cls(cfg)
-        if train_cfg["init_weights"]:  # start from trained weights (a resume then loads its own state over them)
-            load_into(self.method.deployable(), train_cfg["init_weights"], method_cls.name)
+        if train.init_weights:  # start from trained weights (a resume then loads its own state over them)
+            load_into(self.method.deployable(), train.init_weights, method_cls.name)
         self.method.to(env.device)
-        self.model = _wrap(self.method, env, train_cfg["find_unused_parameters"])
+        self.model = _wrap(self.method, env, train.find_unused_parameters)
         # Lines for the log: kept until the logger exists (_train logs them and then points `say` at it).
         self.pending_lines: list[str] = []
         self.say: Callable[[str], None] = self.pending_lines.append
         self.compiled = (
             compile_forward(self.method, lambda text: self.say(text), env.device, "train.compile")
-            if train_cfg["compile"]
+            if train.compile
             else None
         )
-        self.optimizer = build_optimizer(
-            self.method, optim_cfg, lr=float(optim_cfg["lr"]), no_weight_decay=self.method.no_weight_decay()
-        )
-        self.schedule = build_schedule(self.optimizer, optim_cfg, train_cfg["steps"], self.global_batch)
+        self.optimizer = build_optimizer(self.method, optim, lr=optim.lr, no_weight_decay=self.method.no_weight_decay())
+        self.schedule = build_schedule(self.optimizer, optim, train.steps, self.global_batch)
         # train.precision auto resolves here, per machine: the same config runs bf16 where that is native.
-        self.precision, precision_reason = resolve_precision(train_cfg["precision"], env.device)
-        self.precision_note = describe(train_cfg["precision"], self.precision, precision_reason)
+        self.precision, precision_reason = resolve_precision(train.precision, env.device)
+        self.precision_note = describe(train.precision, self.precision, precision_reason)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.precision == "fp16")
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.amp_dtype = AUTOCAST_DTYPES[self.precision]
-        self.clip = float(optim_cfg["clip_grad"]) if optim_cfg["clip_grad"] else math.inf
+        self.clip = optim.clip_grad or math.inf
 
     def load(self, state: dict[str, Any]) -> None:
         try:
@@ -538,9 +538,8 @@ class _Session:
         env: distributed.DistEnv,
     ):
         self.cfg, self.run, self.out_dir, self.data, self.env = cfg, run, out_dir, data, env
-        self.train_cfg = cfg["train"]
-        self.total, self.accum = self.train_cfg["steps"], cfg["optim"]["accum_steps"]
-        self.batch_size = self.train_cfg["batch_size"]
+        self.train_section = train = TrainSection.from_dict(cfg["train"])
+        self.total, self.accum, self.batch_size = train.steps, run.accum_steps, train.batch_size
         self.progress, notes = _restore(run, cfg, out_dir, state, env)
         # A resume writes its config with its first checkpoint: a refused one writes nothing.
         self.config_written = state is None
@@ -562,7 +561,7 @@ class _Session:
             total_steps=self.total,
             start_step=self.progress.step,
             enabled=env.is_main,
-            tensorboard=self.train_cfg["tensorboard"],
+            tensorboard=self.train_section.tensorboard,
             description=name,
         )
         logger.message(
@@ -606,7 +605,7 @@ class _Session:
             batch_size=self.batch_size,
             rank=self.env.rank,
             world_size=self.env.world_size,
-            num_workers=self.train_cfg["num_workers"],
+            num_workers=self.train_section.num_workers,
             seed=self.cfg["seed"],
             epoch=progress.epoch,
             skip_batches=progress.batches_in_epoch,
@@ -658,9 +657,9 @@ class _Session:
         self.window.add_step(grad_norm)
         self.logger.advance()
         last = step == self.total
-        if step % self.train_cfg["log_every"] == 0 or last:
+        if step % self.train_section.log_every == 0 or last:
             self.log(lr)
-        save_every = self.train_cfg["save_every"]
+        save_every = self.train_section.save_every
         if (save_every and step % save_every == 0) or last:
             self.checkpoint()
 
@@ -670,7 +669,7 @@ class _Session:
         self.progress.elapsed_s = self.elapsed_s()
         self.record = _record(self.progress, lr, self.window, self.batch_size * self.env.world_size)
         self.logger.log(self.record)
-        _check_finite(self.record, self.train_cfg["precision"], self.out_dir, self.last_saved)
+        _check_finite(self.record, self.train_section.precision, self.out_dir, self.last_saved)
         self.window = _Window()
 
     def checkpoint(self) -> None:

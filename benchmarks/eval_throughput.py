@@ -59,7 +59,7 @@ def main() -> None:
     from annofree.data.benchmarks.registry import open_dataset
     from annofree.evaluation.protocols import zero_shot_protocol
     from annofree.models import GroupViT, GroupViTConfig
-    from annofree.weights import load
+    from annofree.pretrained import load
 
     model = load(args.weights) if args.weights else GroupViT(GroupViTConfig())
     model = model.to(args.device).eval()

@@ -32,7 +32,7 @@ from annofree.evaluation.folder import evaluate_folder
 from annofree.evaluation.groups import majority_labels, segment_names
 from annofree.evaluation.metrics import ConfusionMatrix
 from annofree.inference.zero_shot import class_embeddings, group_maps
-from annofree.weights import load
+from annofree.pretrained import load
 
 
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:

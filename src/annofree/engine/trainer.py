@@ -347,7 +347,7 @@ class _Run:
             load_into(self.method.deployable(), train.init_weights, method_cls.name)
         self.method.to(env.device)
         self.model = _wrap(self.method, env, train.find_unused_parameters)
-        # Lines for the log: kept until the logger exists (_train logs them and then points `say` at it).
+        # Lines for the log: kept until the logger exists (_Session._open_logger logs them, then points `say` at it).
         self.pending_lines: list[str] = []
         self.say: Callable[[str], None] = self.pending_lines.append
         self.compiled = (

@@ -197,7 +197,7 @@ def _run_check(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        from annofree.weights import atomic_write
+        from annofree.io import atomic_write
 
         text = json.dumps(report.to_dict(), indent=1, ensure_ascii=False) + "\n"
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -25,13 +25,9 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 CLI = f"{PACKAGE}.cli"
 APP = f"{PACKAGE}.app"
 ENTRY_POINTS = {f"{PACKAGE}.__main__"}  # `python -m annofree` is the command line's own door
-# Cycles that issue 22's item 5 removes in a change of its own (named weights resolved above weights.py; the run
-# logger handing its records to the curve plotter). Each entry is the set of modules of one cycle: delete it when
-# that cycle is gone (test_known_cycles_still_exist says so); never add one.
-KNOWN_CYCLES = {
-    frozenset({f"{PACKAGE}.weights", f"{PACKAGE}.pretrained", f"{PACKAGE}.interop.official"}),
-    frozenset({f"{PACKAGE}.engine.logging", f"{PACKAGE}.engine.curves"}),
-}
+# Cycles tolerated while a change of their own removes them: none left (issue 22's item 5 removed the last two,
+# weights <-> pretrained and engine.logging <-> engine.curves). Never add one.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_name(path: Path) -> str:

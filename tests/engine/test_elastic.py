@@ -3,8 +3,6 @@ same command, and ``--auto-resume`` continuing from the last checkpoint to the w
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,16 +15,11 @@ from annofree.engine import distributed
 from annofree.engine.checkpoint import load_state
 from annofree.engine.logging import read_log
 from annofree.weights import read_weights
+from tests.torchrun import free_port, torchrun_env
 
 from .toy_method import NOISY_RUN, toy_config
 
 TOY_CLI = Path(__file__).with_name("toy_cli.py")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _torchrun(config: dict, tmp_path: Path, out: Path) -> subprocess.CompletedProcess:
@@ -34,11 +27,11 @@ def _torchrun(config: dict, tmp_path: Path, out: Path) -> subprocess.CompletedPr
     path.write_text(yaml.safe_dump(config))
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--max-restarts=1"),
-        *("--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--monitor-interval=0.2"),
+        *("--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--monitor-interval=0.2"),
         *(str(TOY_CLI), "train", "toy", "--config", str(path), "--data", "toy", "--out", str(out), "--auto-resume"),
     ]
     # Two processes share a small CPU; a fresh rendezvous store per attempt (see distributed.launch_warnings).
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    env = {**torchrun_env(), "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     except subprocess.TimeoutExpired as error:

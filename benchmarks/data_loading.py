@@ -42,7 +42,7 @@ import torch
 from annofree.data import captions as captions_module
 from annofree.data.shards import ShardWriter
 from annofree.data.synth import SceneConfig, render_scene, scene_rng
-from annofree.engine.config import load_config
+from annofree.engine.config import OptimSection, load_config
 from annofree.engine.optim import build_optimizer
 from annofree.methods.base import LoaderSpec
 from annofree.methods.groupvit import GroupViTMethod
@@ -143,7 +143,8 @@ def step_figures(method: GroupViTMethod, config: dict, data: str, args: argparse
     batch = next(iter(method.train_batches(spec)))
     batch = {name: value.to(device) for name, value in batch.items()}
     method.to(device).train()
-    optimizer = build_optimizer(method, config["optim"], lr=1e-4, no_weight_decay=method.no_weight_decay())
+    optim = OptimSection.from_dict(config["optim"])
+    optimizer = build_optimizer(method, optim, lr=1e-4, no_weight_decay=method.no_weight_decay())
     clip = float(config["optim"]["clip_grad"])
     times: dict[str, list[float]] = {precision: [] for precision in precisions}
     for precision in precisions:  # warm-up

@@ -220,3 +220,11 @@ def test_a_training_state_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match=r"^cannot resume: the saved training state does not fit this config \(shapes "):
         train(toy_config(train={"steps": 4}), run, data="toy", resume=True)
+
+
+def test_a_key_written_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    twice = _write(tmp_path / "twice.yaml", "model:\n  width: 8\n  width: 16\noptim: {lr: 1}\n")
+    with pytest.raises(UserError, match=r"twice\.yaml: invalid YAML \(line 3\): key 'width' written twice"):
+        load_config(twice)
+    nested_same_name = _write(tmp_path / "ok.yaml", "model: {lr: 1}\noptim: {lr: 2}\n")
+    assert load_config(nested_same_name)["optim"]["lr"] == 2

@@ -169,7 +169,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 
 def load_model(weights: str | Path, device: torch.device):
-    """Any deployable model (GroupViT, DenseSiam) for inference; the caller dispatches on its type."""
+    """A deployable model (GroupViT, DenseSiam) from a weights name or path; ``build_segmenter`` picks its segmenter."""
     from annofree.pretrained import load
 
     return load(weights, device=device)

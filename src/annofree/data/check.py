@@ -44,6 +44,7 @@ from annofree.data.shards import (
     expand_shards,
     read_shard,
 )
+from annofree.data.stream import RejectedSample, caption_text, image_extension
 from annofree.data.tokenizer import CONTEXT_LENGTH, get_tokenizer
 from annofree.errors import UserError
 
@@ -190,22 +191,12 @@ def _samples(path: str, check: ShardCheck) -> Iterator[tuple[str, str, bytes]]:
     """``(key, caption, image bytes)`` of the samples with an image and a non-empty UTF-8 caption, as training
     reads them; the others are counted in ``check`` by the training reader's reasons."""
     for key, files in read_shard(path, (*IMAGE_EXTENSIONS, CAPTION_EXTENSION)):
-        name = f"{path}:{key}"
-        extension = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
-        if extension is None:
-            check.add_corrupt("missing_image", f"{name}: no image ({'/'.join(IMAGE_EXTENSIONS)})")
-        elif CAPTION_EXTENSION not in files:
-            check.add_corrupt("missing_caption", f"{name}: no caption (.{CAPTION_EXTENSION})")
-        else:
-            try:
-                caption = files[CAPTION_EXTENSION].decode("utf-8").strip()
-            except UnicodeDecodeError:
-                check.add_corrupt("bad_caption", f"{name}: caption is not UTF-8")
-                continue
-            if not caption:
-                check.add_corrupt("bad_caption", f"{name}: empty caption")
-                continue
-            yield key, caption, files[extension]
+        try:
+            extension, caption = image_extension(files), caption_text(files)
+        except RejectedSample as rejected:
+            check.add_corrupt(rejected.reason, f"{path}:{key}: {rejected.detail}")
+            continue
+        yield key, caption, files[extension]
 
 
 def _img2dataset_downloads(path: str) -> dict[str, int] | None:

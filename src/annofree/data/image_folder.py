@@ -114,24 +114,13 @@ def image_batches(
     """
     if size < 1:
         raise UserError(f"image size must be >= 1, got {size}")
-    _check_spec(spec)
+    spec.check()
     if files is None:
         files = _folder_files(spec.data)
     if files is None:
         sample_fn = functools.partial(_shard_sample, size)
         return image_text_batches(spec, sample_fn, collate_images, shuffle_buffer, exact_skip, require_caption=False)
     return _folder_batches(files, spec, size, exact_skip)
-
-
-def _check_spec(spec: LoaderSpec) -> None:
-    if spec.batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {spec.batch_size}")
-    if spec.num_workers < 0:
-        raise UserError(f"num_workers must be >= 0, got {spec.num_workers}")
-    if not 0 <= spec.rank < spec.world_size:
-        raise ValueError(f"rank {spec.rank} is not in [0, world_size={spec.world_size})")
-    if spec.skip_batches < 0:
-        raise ValueError(f"skip_batches must be >= 0, got {spec.skip_batches}")
 
 
 def _folder_files(data: str) -> list[str] | None:

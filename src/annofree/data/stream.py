@@ -129,14 +129,7 @@ def image_text_batches(
     Local shard files are checked now (``UserError`` naming what is missing); reading starts on iteration.
     See the module docstring for how the epoch is split between ranks and workers.
     """
-    if spec.batch_size < 1:
-        raise UserError(f"batch_size must be >= 1, got {spec.batch_size}")
-    if spec.num_workers < 0:
-        raise UserError(f"num_workers must be >= 0, got {spec.num_workers}")
-    if not 0 <= spec.rank < spec.world_size:
-        raise ValueError(f"rank {spec.rank} is not in [0, world_size={spec.world_size})")
-    if spec.skip_batches < 0:
-        raise ValueError(f"skip_batches must be >= 0, got {spec.skip_batches}")
+    spec.check()
     sampling = sampling or ShardSampling()
     sources = expand_sources(spec.data)
     sampling.check(len(sources), spec.data)
@@ -379,26 +372,45 @@ def _checked_samples(
     non-empty UTF-8 caption (without ``require_caption``: any caption or none, read as ``""``); the others
     are counted (these checks need no decoding)."""
     for shard, key, files in raw:
-        extension = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
-        if extension is None:
-            counter.add("missing_image", f"{shard}:{key}: no image ({'/'.join(IMAGE_EXTENSIONS)})")
-            continue
-        if not require_caption:
-            caption = files.get(CAPTION_EXTENSION, b"").decode("utf-8", errors="replace").strip()
-            yield shard, key, extension, files[extension], caption
-            continue
-        if CAPTION_EXTENSION not in files:
-            counter.add("missing_caption", f"{shard}:{key}: no caption (.{CAPTION_EXTENSION})")
-            continue
         try:
-            caption = files[CAPTION_EXTENSION].decode("utf-8").strip()
-        except UnicodeDecodeError:
-            counter.add("bad_caption", f"{shard}:{key}: caption is not UTF-8")
-            continue
-        if not caption:
-            counter.add("bad_caption", f"{shard}:{key}: empty caption")
+            extension = image_extension(files)
+            if require_caption:
+                caption = caption_text(files)
+            else:
+                caption = files.get(CAPTION_EXTENSION, b"").decode("utf-8", errors="replace").strip()
+        except RejectedSample as rejected:
+            counter.add(rejected.reason, f"{shard}:{key}: {rejected.detail}")
             continue
         yield shard, key, extension, files[extension], caption
+
+
+class RejectedSample(Exception):
+    """A sample training cannot use, found before decoding: ``reason`` is the counter's key."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def image_extension(files: dict[str, bytes]) -> str:
+    """The member extension of a sample's image; ``RejectedSample("missing_image")`` without one."""
+    extension = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
+    if extension is None:
+        raise RejectedSample("missing_image", f"no image ({'/'.join(IMAGE_EXTENSIONS)})")
+    return extension
+
+
+def caption_text(files: dict[str, bytes]) -> str:
+    """A sample's caption, stripped; ``RejectedSample`` when it is missing, not UTF-8 or empty."""
+    if CAPTION_EXTENSION not in files:
+        raise RejectedSample("missing_caption", f"no caption (.{CAPTION_EXTENSION})")
+    try:
+        caption = files[CAPTION_EXTENSION].decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise RejectedSample("bad_caption", "caption is not UTF-8") from None
+    if not caption:
+        raise RejectedSample("bad_caption", "empty caption")
+    return caption
 
 
 def _shuffled(items: Iterable[Any], size: int, rng: random.Random) -> Iterator[Any]:

@@ -30,12 +30,12 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from annofree.data.captions import prompt_nouns
 from annofree.data.images import decode_image
+from annofree.data.pool import map_in_processes
 from annofree.data.shards import (
     CAPTION_EXTENSION,
     IMAGE_EXTENSIONS,
@@ -243,19 +243,8 @@ def check_shards(
     checks: list[ShardCheck] = []
     if progress is not None:
         progress(0, len(chosen))
-    for check in _run(job, chosen, workers):
+    for check in map_in_processes(job, chosen, workers):
         checks.append(check)
         if progress is not None:
             progress(len(checks), len(chosen))
     return CheckReport(data, len(listed), context_length, checks)
-
-
-def _run(job: _CheckJob, paths: list[str], workers: int) -> Iterator[ShardCheck]:
-    if workers <= 1 or len(paths) <= 1:
-        yield from map(job, paths)
-        return
-    executor = ProcessPoolExecutor(max_workers=min(workers, len(paths)))
-    try:
-        yield from executor.map(job, paths)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)

@@ -36,8 +36,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import numpy as np
 from annofree.data.image_folder import list_images
 from annofree.data.images import decode_image
 from annofree.data.layout import SHARD_SUFFIXES, TABLE_SUFFIXES
+from annofree.data.pool import map_in_processes
 from annofree.data.writer import ShardWriter
 from annofree.errors import UserError
 
@@ -378,18 +378,6 @@ def _count(reasons: Iterable[str]) -> dict[str, int]:
     return counts
 
 
-def _run_jobs(jobs: list[_ShardJob], workers: int) -> Iterator[dict]:
-    """The stats of each job, in order; with ``workers`` > 1 written by a pool of processes."""
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(_write_shard, jobs)
-        return
-    executor = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
-    try:
-        yield from executor.map(_write_shard, jobs)
-    finally:  # on an error or Ctrl-C: finish the shards being written, start no other
-        executor.shutdown(wait=True, cancel_futures=True)
-
-
 def make_shards(
     src: str | Path,
     out: str | Path,
@@ -425,7 +413,8 @@ def make_shards(
     done = sum(stats["entries"] for stats in results.values())
     if progress is not None:
         progress(done, len(source.entries))
-    for job, stats in zip(jobs, _run_jobs(jobs, workers or min(8, os.cpu_count() or 1)), strict=True):
+    written = map_in_processes(_write_shard, jobs, workers or min(8, os.cpu_count() or 1))
+    for job, stats in zip(jobs, written, strict=True):
         results[job.number] = stats
         summary.written += "error" not in stats
         done += len(job.entries)

@@ -73,3 +73,14 @@ def write_noise_folder(root: Path, classes: list[str]) -> Path:
         label[0] = 255
         write_segmentation_sample(root, name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8), label)
     return root
+
+
+def assert_same_weights(run_a: Path, run_b: Path) -> None:
+    """The two runs' saved weights are equal bit for bit, tensor by tensor (the failing tensor named)."""
+    from annofree.weights import read_weights
+
+    a, _, _ = read_weights(run_a)
+    b, _, _ = read_weights(run_b)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

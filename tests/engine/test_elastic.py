@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from annofree.engine import distributed
 from annofree.engine.checkpoint import load_state
 from annofree.engine.logging import read_log
-from annofree.weights import read_weights
+from tests.tiny import assert_same_weights
 from tests.torchrun import free_port, torchrun_env
 
 from .toy_method import NOISY_RUN, toy_config
@@ -54,11 +53,7 @@ def test_a_killed_worker_is_restarted_by_torchrun_and_auto_resume_ends_on_the_un
     assert "resuming from step 4" in killed.stdout + killed.stderr
     assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" not in killed.stdout + killed.stderr
 
-    a, _, _ = read_weights(tmp_path / "straight")
-    b, _, _ = read_weights(tmp_path / "killed")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_same_weights(tmp_path / "straight", tmp_path / "killed")
     assert load_state(tmp_path / "killed")["step"] == 12
     # The log reads as one run: the records of steps 5 and 6 from the killed attempt were dropped and redone.
     assert [r["step"] for r in read_log(tmp_path / "killed" / "log.jsonl")] == list(range(1, 13))

@@ -4,13 +4,12 @@ over HTTP train as the same shards on disk; a resampled weighted mixture resumes
 from __future__ import annotations
 
 import pytest
-import torch
 
 from annofree.data.synth import SceneConfig, write_scenes
 from annofree.engine.trainer import train
 from annofree.methods.groupvit import GroupViTMethod
-from annofree.weights import read_weights
 from tests.data.test_sources import ShardServer
+from tests.tiny import assert_same_weights
 
 from .test_groupvit import TINY_MODEL
 
@@ -46,11 +45,7 @@ def test_groupvit_resumes_exactly_from_shards_with_workers(tmp_path, monkeypatch
             train(config(multi_label_form=multi_label_form), tmp_path / "resumed", data=data)
     resumed = train(config(multi_label_form=multi_label_form), tmp_path / "resumed", data=data, resume=True)
 
-    a, _, _ = read_weights(tmp_path / "straight")
-    b, _, _ = read_weights(tmp_path / "resumed")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
     assert resumed.metrics["loss"] == straight.metrics["loss"]
 
 
@@ -67,11 +62,7 @@ def test_groupvit_trains_the_same_weights_from_http_as_from_disk(tmp_path):
         server.close()
     from_disk = train(run_config, tmp_path / "disk", data=summary.train_pattern)
     assert summary.train_pattern.endswith("{000000..000019}.tar")
-    a, _, _ = read_weights(tmp_path / "disk")
-    b, _, _ = read_weights(tmp_path / "http")
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_same_weights(tmp_path / "disk", tmp_path / "http")
     assert from_http.metrics["loss"] == from_disk.metrics["loss"]
 
 
@@ -97,7 +88,4 @@ def test_a_resampled_weighted_mixture_trains_and_resumes_exactly(tmp_path, monke
         with pytest.raises(RuntimeError, match="simulated crash"):
             train(run_config, tmp_path / "resumed", data=data)
     train(run_config, tmp_path / "resumed", data=data, resume=True)
-    a, _, _ = read_weights(tmp_path / "straight")
-    b, _, _ = read_weights(tmp_path / "resumed")
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_same_weights(tmp_path / "straight", tmp_path / "resumed")
